@@ -309,3 +309,14 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     ret = _libc.syscall(ctypes.c_long(NR["pidfd_send_signal"]), ctypes.c_int(pidfd), ctypes.c_int(sig),
                         None, ctypes.c_uint(0))
     _check(ret, "pidfd_send_signal")
+
+
+# --- keyrings (integrator block) -----------------------------------------------------------
+NR.setdefault("keyctl", 219 if NR is _NR_AARCH64 else 250)
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str | None) -> int:
+    ret = _libc.syscall(ctypes.c_long(NR["keyctl"]), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING),
+                        _b(name))
+    return _check(ret, "keyctl(JOIN_SESSION_KEYRING)")
