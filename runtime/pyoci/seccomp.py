@@ -367,18 +367,13 @@ def compile_filter(seccomp: dict) -> SeccompProgram:
     arch_count = 1  # the native arch is always in a new filter
     for where, token in arches:
         try:
+            # seccomp_arch_exist: True when already in the filter (the native arch, a repeat)
+            if filt.exist_arch(token):
+                continue
             filt.add_arch(token)
             arch_count += 1
-        except OSError as e:
-            if e.errno == _errno.EEXIST:
-                continue
-            # a spec arch this libseccomp does not support: its syscalls hit the bad-arch action
-            warnings.append(f"{where}: architecture not supported by this libseccomp, "
-                            f"skipped ({os.strerror(e.errno or 0).lower()})")
-        except (RuntimeError, ValueError) as e:
-            # the libseccomp project's binding reports -EEXIST as RuntimeError
-            if "exist" in str(e).lower():
-                continue
+        except (OSError, RuntimeError, ValueError) as e:
+            # a spec arch this libseccomp does not know: its syscalls hit the bad-arch action (kill)
             warnings.append(f"{where}: architecture not supported by this libseccomp, skipped ({e})")
 
     rule_count = 0
