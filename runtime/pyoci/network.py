@@ -289,6 +289,12 @@ def _names(ipr) -> dict[str, int]:
     return {l.get("ifname"): l["index"] for l in _nl("link dump", None, ipr.link, "dump")}
 
 
+def _ports(ipr, bridge_index: int) -> list[str]:
+    """Names of the links enslaved to a bridge."""
+    return [l.get("ifname") for l in _nl("link dump", None, ipr.link, "dump")
+            if l.get("IFLA_MASTER") == bridge_index]
+
+
 def _same_ns(a: str, b: str) -> bool:
     sa, sb = os.stat(a), os.stat(b)
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
@@ -512,15 +518,20 @@ def _setup_bridge(plan: NetworkPlan, host, cont, ns_fd: int, container_id: str, 
         info.update({"ip": lease.address, "prefixlen": lease.prefixlen, "gateway": lease.gateway})
         bidx = _lookup(host, br.bridge)
         if bidx is None:
-            _nl("link add", br.bridge, host.link, "add", ifname=br.bridge, kind="bridge")
-            info["bridge_created"] = True
-            ipam.set_bridge_marker(br.bridge)
+            try:
+                _nl("link add", br.bridge, host.link, "add", ifname=br.bridge, kind="bridge")
+                info["bridge_created"] = True
+                ipam.set_bridge_marker(br.bridge)
+            except SyscallError as e:
+                if e.errno != errno.EEXIST:  # EEXIST: made meanwhile by a runtime with another root
+                    raise
             bidx = _lookup(host, br.bridge)
             if bidx is None:
                 raise StageError(STAGE, f"bridge {br.bridge} vanished right after it was created")
-            # nothing leaves the machine: never route packets that arrive from containers
-            _write_sysctl(host_netns, f"net/ipv4/conf/{br.bridge}/forwarding", "0")
-        else:
+            if info["bridge_created"]:
+                # nothing leaves the machine: never route packets that arrive from containers
+                _write_sysctl(host_netns, f"net/ipv4/conf/{br.bridge}/forwarding", "0")
+        if not info["bridge_created"]:
             kind = _nl("link get", br.bridge, host.link, "get", index=bidx)[0] \
                 .get(("IFLA_LINKINFO", "IFLA_INFO_KIND"))
             if kind != "bridge":
@@ -621,6 +632,8 @@ def teardown(info: dict | None, container_id: str, root_dir: str,
                 if marker and not ipam.leases():
                     if host is not None:
                         bidx = _lookup(host, marker)
+                        if bidx is not None and _ports(host, bidx):
+                            continue  # still has ports (another runtime root uses it): keep it
                         if bidx is not None:
                             try:
                                 _nl("link del", marker, host.link, "del", index=bidx)
