@@ -24,7 +24,6 @@ import ctypes
 import errno as _errno
 import json
 import os
-import resource
 import signal
 import stat
 from dataclasses import dataclass, field
@@ -166,15 +165,22 @@ class ProcessPlan:
                          "hard": r.hard} for r in self.rlimits],
             "noNewPrivileges": self.no_new_privileges, "oomScoreAdj": self.oom_score_adj,
             "sysctl": dict(self.sysctl),
-            "scheduler": None if self.scheduler is None else self.scheduler._asdict(),
-            "ioPriority": None if self.io_priority is None else self.io_priority._asdict(),
-            "personality": None if self.personality is None else self.personality._asdict(),
+            "scheduler": None if self.scheduler is None else {
+                **self.scheduler._asdict(), "policy": _name(SCHED_POLICIES, self.scheduler.policy),
+                "flags": _flag_names(SCHED_FLAGS, self.scheduler.flags)},
+            "ioPriority": None if self.io_priority is None else {
+                "class": _name(IOPRIO_CLASSES, self.io_priority.ioclass),
+                "priority": self.io_priority.priority},
+            "personality": None if self.personality is None else {
+                "domain": _name(PERSONALITY_DOMAINS, self.personality.domain),
+                "flags": _flag_names(PERSONALITY_FLAGS, self.personality.flags)},
             "execCPUAffinity": None if self.exec_cpu_affinity is None else {
                 "initial": _opt_list(self.exec_cpu_affinity.initial),
                 "final": _opt_list(self.exec_cpu_affinity.final)},
             "memoryPolicy": None if self.memory_policy is None else {
-                "mode": self.memory_policy.mode, "nodes": list(self.memory_policy.nodes),
-                "flags": self.memory_policy.flags},
+                "mode": _name(MPOL_MODES, self.memory_policy.mode),
+                "nodes": list(self.memory_policy.nodes),
+                "flags": _flag_names(MPOL_FLAGS, self.memory_policy.flags)},
             "apparmorProfile": self.apparmor_profile, "selinuxLabel": self.selinux_label,
             "terminal": self.terminal,
             "consoleSize": None if self.console_size is None else
@@ -185,6 +191,19 @@ class ProcessPlan:
 
 def _opt_list(t):
     return None if t is None else list(t)
+
+
+def _name(table: dict[str, int], value: int):
+    for k, v in table.items():
+        if v == value:
+            return k
+    return value
+
+
+def _flag_names(table: dict[str, int], value: int) -> list:
+    names = [k for k, v in table.items() if value & v]
+    rest = value & ~sum(table[k] for k in names)
+    return names + ([rest] if rest else [])
 
 
 def parse_id_list(text: str) -> tuple[int, ...]:
@@ -217,17 +236,13 @@ def _flags(names, table: dict[str, int], path: str, problems: list[str]) -> int:
     return v
 
 
-def _rlim(v) -> int:
-    # rlim_t is unsigned 64 bit; anything at or past 2^63 can only mean "unlimited" for Python.
-    return resource.RLIM_INFINITY if v >= (1 << 63) else v
-
-
 def build_process_plan(process: dict, linux: dict | None = None, *,
                        for_exec: bool = False) -> ProcessPlan:
     """config.process (+ config.linux) -> ProcessPlan. Pure. Raises ConfigError listing every
     problem (unknown rlimit/scheduler/ioprio/personality/mempolicy names, duplicate rlimits...).
-    Unknown capability names are dropped and reported in `warnings`. `execCPUAffinity` is only
-    kept with for_exec=True (runtime-spec: it does not apply to the container's init)."""
+    Unknown capability names are dropped and reported in `warnings`.
+    for_exec=True plans a process for `pyoci exec`: `execCPUAffinity` is kept (runtime-spec: it
+    does not apply to the container's init) and `linux.sysctl` is left out (the init wrote it)."""
     linux = linux or {}
     problems: list[str] = []
     warnings: list[str] = []
@@ -281,17 +296,22 @@ def build_process_plan(process: dict, linux: dict | None = None, *,
             continue
         seen[t] = i
         soft, hard = int(r.get("soft", 0)), int(r.get("hard", 0))
+        if not (0 <= soft <= RLIM64_INFINITY and 0 <= hard <= RLIM64_INFINITY):
+            problems.append(f"{p}.rlimits[{i}]: limits must be within 0..2^64-1")
+            continue
         if soft > hard:
             problems.append(f"{p}.rlimits[{i}]: soft limit {soft} is greater than hard limit {hard}")
             continue
-        rlimits.append(Rlimit(RLIMITS[t], _rlim(soft), _rlim(hard)))
+        rlimits.append(Rlimit(RLIMITS[t], soft, hard))
 
     oom = process.get("oomScoreAdj")
     if oom is not None and not -1000 <= int(oom) <= 1000:
         problems.append(f"{p}.oomScoreAdj: {oom} is outside -1000..1000")
 
     sysctl = []
-    for k, v in (linux.get("sysctl") or {}).items():
+    # linux.sysctl belongs to the container, written once by its init: an exec'd process skips it
+    # (and /proc/sys is usually read-only by then).
+    for k, v in ({} if for_exec else linux.get("sysctl") or {}).items():
         comps = sysctl_path(k).split("/")
         if not k or any(c in ("", ".", "..") for c in comps):
             problems.append(f"linux.sysctl: bad key {k!r}")
@@ -553,7 +573,7 @@ class _RLimit(ctypes.Structure):
 def set_rlimit(r: Rlimit) -> None:
     """setrlimit(2) through libc (Python's resource module hides errno). Exactly the values of
     the plan: a hard limit is only raised when the config asks for it."""
-    lim = _RLimit(r.soft & RLIM64_INFINITY, r.hard & RLIM64_INFINITY)
+    lim = _RLimit(r.soft, r.hard)
     if _c.setrlimit(r.resource, ctypes.byref(lim)) < 0:
         raise SyscallError("error setting rlimit", ctypes.get_errno(),
                            RLIMIT_NAMES.get(r.resource, str(r.resource)))
@@ -799,6 +819,18 @@ def resolve_executable(pp: ProcessPlan, root: str | None = None) -> str:
             if _is_exec_file(host(cand)):
                 return cand
     raise ExecError(f"exec: {_quote(name)}: executable file not found in $PATH")
+
+
+def set_initial_cpu_affinity(pp: ProcessPlan, pid: int = 0) -> None:
+    """execCPUAffinity.initial (exec only): for the process before it joins the container's
+    cgroup. No-op without one."""
+    aff = pp.exec_cpu_affinity
+    if aff is not None and aff.initial:
+        try:
+            os.sched_setaffinity(pid, aff.initial)
+        except OSError as e:
+            raise SyscallError("sched_setaffinity", e.errno, stage="execCPUAffinity",
+                               detail=f"initial cpus {list(aff.initial)}") from None
 
 
 def _cstr_array(items) -> ctypes.Array:

@@ -378,3 +378,30 @@ def test_exec_final_cpu_affinity():
     res = run_child(security.build_process_plan(p, for_exec=True), exec_program=True)
     assert res.get("exit") == 0, res
     assert res["output"].split(":")[1].strip() == str(last)
+
+
+def test_setgroups_denied_in_a_user_namespace_is_skipped_with_a_warning():
+    def userns():
+        libc.unshare(libc.CLONE_NEWUSER)
+        for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+
+    p = _process(user={"uid": 0, "gid": 0, "additionalGids": [5]},
+                 capabilities={"bounding": ["CAP_KILL"], "permitted": ["CAP_KILL"],
+                               "effective": ["CAP_KILL"]})
+    res = run_child(security.build_process_plan(p), setup=userns)
+    assert "error" not in res, res
+    assert any("setgroups is denied" in w for w in res["warnings"]), res["warnings"]
+    assert "5" not in res["status"]["Groups"].split()
+    assert int(res["status"]["CapEff"], 16) == _mask("KILL")
+    assert int(res["status"]["CapBnd"], 16) == _mask("KILL")
+
+
+def test_unlimited_rlimit():
+    if resource.getrlimit(resource.RLIMIT_STACK)[1] != resource.RLIM_INFINITY:
+        pytest.skip("host stack hard limit is not unlimited")
+    p = _process(rlimits=[{"type": "RLIMIT_STACK", "soft": 4 << 20, "hard": 2 ** 64 - 1}])
+    res = run_child(security.build_process_plan(p))
+    assert "error" not in res, res
+    assert res["rlimits"]["RLIMIT_STACK"] == [4 << 20, resource.RLIM_INFINITY]

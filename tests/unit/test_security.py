@@ -119,7 +119,7 @@ def test_user_and_rlimits():
                        {"type": "RLIMIT_STACK", "soft": 2 ** 64 - 1, "hard": 2 ** 64 - 1}])
     pp = build_process_plan(p)
     assert (pp.uid, pp.gid, pp.additional_gids, pp.umask) == (1000, 100, (5, 6), 0o22)
-    inf = resource.RLIM_INFINITY
+    inf = 2 ** 64 - 1
     assert pp.rlimits == ((4, 0, 0), (7, 10, 20), (3, inf, inf))
     d = pp.describe()
     assert d["rlimits"][1] == {"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}
@@ -141,6 +141,7 @@ def test_config_problems_are_all_reported():
                        {"type": "RLIMIT_CORE", "soft": 5, "hard": 1}],
               scheduler={"policy": "SCHED_NOPE"}, ioPriority={"class": "IOPRIO_CLASS_XX", "priority": 1},
               oomScoreAdj=5000)
+    p["rlimits"].append({"type": "RLIMIT_AS", "soft": 1, "hard": 2 ** 64})
     linux = {"personality": {"domain": "LINUX64"}, "memoryPolicy": {"mode": "MPOL_BIND"},
              "sysctl": {"net..x": "1"}}
     with pytest.raises(ConfigError) as ei:
@@ -154,9 +155,9 @@ def test_config_problems_are_all_reported():
                    "process.ioPriority.class: unknown class", "process.oomScoreAdj",
                    "linux.personality.domain: unknown domain 'LINUX64'",
                    "linux.memoryPolicy.nodes: MPOL_BIND needs at least one node",
-                   "linux.sysctl: bad key 'net..x'"):
+                   "linux.sysctl: bad key 'net..x'", "process.rlimits[4]: limits must be within"):
         assert needle in text, needle
-    assert len(ei.value.problems) == 11
+    assert len(ei.value.problems) == 12
 
 
 def test_attributes_plan():
@@ -182,8 +183,15 @@ def test_attributes_plan():
     assert pp.terminal and pp.console_size == (24, 80)
     pe = build_process_plan(p, linux, for_exec=True)
     assert pe.exec_cpu_affinity == ((0, 1), (1,))
+    assert pe.sysctl == ()  # written by the init, never by exec
     d = pe.describe()
     json.dumps(d)
+    assert d["scheduler"]["policy"] == "SCHED_BATCH"
+    assert d["scheduler"]["flags"] == ["SCHED_FLAG_RESET_ON_FORK"]
+    assert d["ioPriority"] == {"class": "IOPRIO_CLASS_BE", "priority": 6}
+    assert d["personality"] == {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}
+    assert d["memoryPolicy"] == {"mode": "MPOL_INTERLEAVE", "nodes": [0, 1, 2, 5],
+                                 "flags": ["MPOL_F_STATIC_NODES"]}
     assert d["execCPUAffinity"] == {"initial": [0, 1], "final": [1]}
     assert d["consoleSize"] == {"height": 24, "width": 80}
     assert d["capabilities"]["bounding"] == ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"]
