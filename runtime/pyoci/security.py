@@ -7,7 +7,10 @@ before starting (parent side, reads /sys and /proc of the host).
 Child side, called by process.py in this order after pivot_root (the child's /proc is the
 container's procfs):
   1. `apply_attributes(pp)`  sysctl, oom_score_adj, rlimits, personality, scheduler, ioprio,
-                             mempolicy, umask, AppArmor / SELinux exec labels
+                             mempolicy, umask, AppArmor / SELinux exec labels. sysctl must be
+                             written before /proc/sys is made read-only: either call this before
+                             rootfs.finish, or `apply_sysctl(pp)` before it and
+                             `apply_attributes(pp, sysctl=False)` after.
   2. `switch_identity(pp)`   bounding set, groups, gid, uid (keeping caps), capability sets,
                              ambient set, cwd, no_new_privs
   3. (seccomp, exec gate: process.py)
@@ -596,14 +599,22 @@ def _lsm_write(rel_candidates: tuple[str, ...], value: str, stage: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # child side, step 1: process attributes
 # ----------------------------------------------------------------------------------------------
-def apply_attributes(pp: ProcessPlan) -> list[str]:
-    """Child, after pivot_root and before masked/readonly paths are applied to /proc/sys (a
-    read-only bind over /proc/sys is a mount point, so sysctl writes would then fail). Applies
-    sysctl, oom_score_adj, rlimits, personality, scheduler, ioprio, mempolicy, umask and the
-    AppArmor/SELinux exec labels. Returns warnings; raises SyscallError/StageError."""
-    warnings: list[str] = []
+def apply_sysctl(pp: ProcessPlan) -> None:
+    """Child: write linux.sysctl under the container's /proc/sys. Must run before readonlyPaths
+    bind /proc/sys read-only (as runc orders it): that bind is a mount point inside /proc, which
+    the verified open refuses to cross."""
     for key, value in pp.sysctl:
         _write_proc("sys/" + sysctl_path(key), value, "sysctl")
+
+
+def apply_attributes(pp: ProcessPlan, *, sysctl: bool = True) -> list[str]:
+    """Child, after pivot_root. Applies sysctl (unless sysctl=False because apply_sysctl ran
+    already: see there, it must precede the read-only /proc/sys), oom_score_adj, rlimits,
+    personality, scheduler, ioprio, mempolicy, umask and the AppArmor/SELinux exec labels.
+    Returns warnings; raises SyscallError/StageError."""
+    warnings: list[str] = []
+    if sysctl:
+        apply_sysctl(pp)
     if pp.oom_score_adj is not None:
         _write_proc("self/oom_score_adj", str(pp.oom_score_adj), "oom_score_adj", follow=True)
     for r in pp.rlimits:

@@ -405,3 +405,45 @@ def test_unlimited_rlimit():
     res = run_child(security.build_process_plan(p))
     assert "error" not in res, res
     assert res["rlimits"]["RLIMIT_STACK"] == [4 << 20, resource.RLIM_INFINITY]
+
+
+def test_sysctl_before_readonly_proc_sys_then_attributes_without_it():
+    """The order process.py must follow: apply_sysctl, then /proc/sys becomes a read-only bind
+    (readonlyPaths), then apply_attributes(sysctl=False) works; with sysctl=True it is refused."""
+    def net_ns():
+        libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWNET)
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+
+    pp = security.build_process_plan(_process(oomScoreAdj=300),
+                                     {"sysctl": {"net.ipv4.ip_forward": "1"}})
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        out = {}
+        try:
+            net_ns()
+            security.apply_sysctl(pp)
+            libc.mount("/proc/sys", "/proc/sys", None, libc.MS_BIND | libc.MS_REC)
+            libc.mount(None, "/proc/sys", None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY)
+            try:
+                security.apply_attributes(pp)
+            except Exception as e:  # noqa: BLE001
+                out["refused"] = str(e)
+            security.apply_attributes(pp, sysctl=False)
+            with open("/proc/sys/net/ipv4/ip_forward") as f:
+                out["fwd"] = f.read().strip()
+            with open("/proc/self/oom_score_adj") as f:
+                out["oom"] = int(f.read())
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = traceback.format_exc()
+        finally:
+            os.write(w, json.dumps(out).encode())
+            os._exit(0)
+    os.close(w)
+    data = _read_all(r, pid)
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = json.loads(data)
+    assert "error" not in out, out
+    assert out["fwd"] == "1" and out["oom"] == 300
+    assert "sysctl" in out["refused"] and "crosses a mount point" in out["refused"]
