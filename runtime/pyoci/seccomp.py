@@ -337,6 +337,8 @@ def compile_filter(seccomp: dict) -> SeccompProgram:
     if not isinstance(metadata, str):
         problems.append(f"{P}.listenerMetadata: must be a string")
         metadata = ""
+    if metadata and not listener_path:
+        warnings.append(f"{P}.listenerMetadata: set without listenerPath, ignored")
     if uses_notify:
         if not listener_path:
             problems.append(f"{P}.listenerPath: required when SCMP_ACT_NOTIFY is used "

@@ -179,6 +179,11 @@ def test_listener_ignored_without_notify(tmp_path):
     assert any("WAIT_KILLABLE_RECV" in w for w in prog.warnings)
 
 
+def test_metadata_without_listener_path_warns():
+    prog = sc.compile_filter(profile(listenerMetadata="m"))
+    assert prog.warnings == ("linux.seccomp.listenerMetadata: set without listenerPath, ignored",)
+
+
 def test_architectures():
     rules = [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
     prog = sc.compile_filter(profile(architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
