@@ -355,9 +355,19 @@ def resources_from_update_flags(*, blkio_weight=None, cpu_period=None, cpu_quota
                                 cpu_burst=None, cpu_idle=None, cpuset_cpus=None,
                                 cpuset_mems=None, memory=None, memory_reservation=None,
                                 memory_swap=None, kernel_memory=None, kernel_memory_tcp=None,
-                                pids_limit=None) -> dict:
+                                pids_limit=None, cpu_share=None, l3_cache_schema=None,
+                                mem_bw_schema=None, **unknown) -> dict:
     """runc `update` flags (None = not given) → an OCI linux.resources dict.
-    Memory flags take sizes with units (64m, 1g) or -1."""
+    Memory flags take sizes with units (64m, 1g) or -1. `cpu_share` is runc's spelling of
+    --cpu-share; the Intel RDT flags are rejected (no resctrl support)."""
+    if unknown:
+        raise UsageError("unknown update flag(s): " + ", ".join(
+            "--" + k.replace("_", "-") for k in sorted(unknown)))
+    for name, val in (("--l3-cache-schema", l3_cache_schema), ("--mem-bw-schema", mem_bw_schema)):
+        if val is not None:
+            raise UsageError(f"{name}: Intel RDT (resctrl) is not supported by pyoci")
+    if cpu_shares is None:
+        cpu_shares = cpu_share
     r: dict = {}
     if blkio_weight is not None:
         r.setdefault("blockIO", {})["weight"] = _int(blkio_weight, "--blkio-weight")
