@@ -174,12 +174,40 @@ class SeccompProgram:
 
 
 # --- parent side: compile ----------------------------------------------------------------------
+_SONAMES = {"seccomp": "libseccomp.so.2", "c": "libc.so.6"}
+
+
+def _import_pyseccomp():
+    """Import pyseccomp without its ctypes.util.find_library() calls, which run `ldconfig -p`
+    in a subprocess (40-90 ms on every create). While importing, find_library answers with the
+    soname when the dynamic loader can open it and falls back to the real lookup otherwise."""
+    import ctypes.util
+    real = ctypes.util.find_library
+
+    def quick(name):
+        soname = _SONAMES.get(name)
+        if soname:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        return real(name)
+
+    ctypes.util.find_library = quick
+    try:
+        import pyseccomp  # type: ignore[import-not-found]
+    finally:
+        ctypes.util.find_library = real
+    return pyseccomp
+
+
 def _binding():
     try:
         import seccomp as binding  # type: ignore[import-not-found]  # the libseccomp project's own
     except ImportError:
         try:
-            import pyseccomp as binding  # type: ignore[import-not-found]
+            binding = _import_pyseccomp()
         except ImportError as e:  # pragma: no cover - depends on the host
             raise StageError(STAGE, "linux.seccomp is set but no libseccomp Python binding is "
                                     f"installed (seccomp or pyseccomp): {e}") from None
