@@ -447,3 +447,40 @@ def test_sysctl_before_readonly_proc_sys_then_attributes_without_it():
     assert "error" not in out, out
     assert out["fwd"] == "1" and out["oom"] == 300
     assert "sysctl" in out["refused"] and "crosses a mount point" in out["refused"]
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user can traverse (pytest's tmp_path sits under a 0700 directory)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    d = tempfile.mkdtemp(prefix="pyoci-sec-")
+    os.chmod(d, 0o755)
+    yield Path(d)
+    shutil.rmtree(d)
+
+
+def test_cwd_only_the_user_can_enter_is_entered_after_the_switch(open_dir):
+    """runc tries chdir before switching user and, on EACCES, again as the user."""
+    tmp_path = open_dir
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    os.chown(home, 1000, 1000)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    os.chown(locked, 2000, 2000)
+
+    def no_dac_override():
+        e, p, i = libc.capget()
+        libc.capset(e & ~0b110, p, i)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH out of effective
+
+    user = {"uid": 1000, "gid": 1000}
+    res = run_child(security.build_process_plan(_process(user=user, cwd=str(home))),
+                    setup=no_dac_override)
+    assert "error" not in res, res
+    assert res["cwd"] == str(home)
+    res = run_child(security.build_process_plan(_process(user=user, cwd=str(locked))),
+                    setup=no_dac_override)
+    assert res.get("type") == "StageError", res
+    assert res["error"].endswith(f'chdir to cwd ("{locked}") set in config.json failed: permission denied')
