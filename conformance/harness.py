@@ -68,7 +68,8 @@ def build_rootfs_template(workdir: Path, probe: Path, busybox: str = "/bin/busyb
 def default_config(args: list[str]) -> dict:
     """A config much like `runc spec` (without device cgroup rules, which crun cannot load here)."""
     return {
-        "ociVersion": "1.3.0",
+        # 1.0.2 (what `runc spec` writes): crun 1.8.1 refuses 1.2.0 and later; spec#9 tries 1.3.0 itself
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
