@@ -63,16 +63,17 @@ class Cgroup:
         return os.path.join(d or self.dir, name)
 
     def _write(self, name: str, value: str, d: str | None = None) -> None:
-        """Write each line of value with its own write(2), like runc's WriteFileByLine."""
+        """Write each line of value with its own write(2) (newline-terminated, as echo does),
+        like runc's WriteFileByLine. Never creates the file."""
         path = self._file(name, d)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         except OSError as e:
             raise SyscallError("open", e.errno, path, stage=STAGE) from None
         try:
             for line in value.split("\n") if value else [value]:
                 try:
-                    os.write(fd, line.encode())
+                    os.write(fd, line.encode() + b"\n")
                 except OSError as e:
                     raise SyscallError("write", e.errno, path, stage=STAGE,
                                        detail=f"value {line!r}") from None
@@ -154,16 +155,20 @@ class Cgroup:
             for c in needed:
                 if c not in avail:
                     raise self._missing(c, d, "the requested resources")
-            for c in list(needed) + [c for c in avail if c not in needed]:
-                if c in enabled:
-                    continue
+            todo = [c for c in needed if c not in enabled]
+            if todo:
                 try:
-                    self._write("cgroup.subtree_control", f"+{c}", d)
+                    self._write("cgroup.subtree_control", " ".join("+" + c for c in todo), d)
                 except SyscallError as e:
-                    if c in needed:
-                        raise StageError(STAGE, f"cannot enable controller {c!r} in "
-                                         f"{d}/cgroup.subtree_control: {os.strerror(e.errno)}"
-                                         ) from None
+                    raise StageError(STAGE, f"cannot enable controller(s) {', '.join(todo)} in "
+                                     f"{d}/cgroup.subtree_control: {os.strerror(e.errno)}"
+                                     ) from None
+            for c in avail:
+                if c not in enabled and c not in needed:
+                    try:
+                        self._write("cgroup.subtree_control", f"+{c}", d)
+                    except SyscallError:
+                        pass
 
     def _check_available(self, needed: list[str]) -> None:
         """Fail before creating anything when the hierarchy does not offer a controller."""
