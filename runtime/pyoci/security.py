@@ -853,12 +853,20 @@ def _cstr_array(items) -> ctypes.Array:
 
 
 def exec_process(pp: ProcessPlan, path: str) -> NoReturn:
-    """Replace the child with the user program: signals Python changed go back to SIG_DFL, all
-    signals are unblocked, the final CPU affinity (exec only) is applied, then execve(path,
+    """Replace the child with the user program: ignored signals (Python ignores SIGPIPE and
+    SIGXFSZ) and SIGINT go back to SIG_DFL, all signals are unblocked, the final CPU affinity (exec only) is applied, then execve(path,
     pp.args, pp.env) with exactly pp.env (never Python's own environment). Raises ExecError if
     execve fails."""
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
+    # Python ignores SIGPIPE and SIGXFSZ and the runtime may ignore more; an ignored signal
+    # stays ignored across execve, so every one goes back to SIG_DFL (handled ones reset anyway).
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if sig == signal.SIGINT or signal.getsignal(sig) is signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     aff = pp.exec_cpu_affinity
     if aff is not None and aff.final:

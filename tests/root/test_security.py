@@ -340,7 +340,9 @@ def test_exec_env_is_exactly_the_plan(monkeypatch):
 def test_exec_resets_signals_and_keeps_ambient_caps():
     def block_and_ignore():
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTOU, signal.SIGCHLD, signal.SIGRTMIN + 3):
+            signal.signal(sig, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGPIPE) is signal.SIG_IGN  # Python's own
 
     p = _process(args=[BUSYBOX, "grep", "-E", "^(Sig(Ign|Blk)|Cap(Inh|Eff|Amb)|Uid|NoNewPrivs)",
                        "/proc/self/status"],
