@@ -318,7 +318,8 @@ def _mount_one(root: _Root, m) -> None:
                 libc.mount(m.source, target, m.fstype, m.mount_flags, m.data or None)
             except SyscallError as e:
                 # e.g. sysfs/mqueue/cgroup2 refused in a user namespace: bind the host's view
-                if e.errno not in (errno.EPERM, errno.EBUSY) or not m.fallback_bind:
+                if (e.errno not in (errno.EPERM, errno.EBUSY) or not m.fallback_bind
+                        or not os.path.exists(m.fallback_bind)):
                     raise
                 libc.mount(m.fallback_bind, target, None, MS_BIND | MS_REC)
                 if m.flags & ~(MS_REC | MS_REMOUNT | MS_BIND):

@@ -21,19 +21,36 @@ pytestmark = pytest.mark.root
 
 
 # --- harness ------------------------------------------------------------------------------------
-def run_child(rp, inspect, pre=None, pidns=True, stages=("prepare", "pivot", "finish")):
+def run_child(rp, inspect, pre=None, pidns=True, userns=False, pre_host=None,
+              stages=("prepare", "pivot", "finish")):
     """Run the rootfs stages in a forked child (new mount ns, new pid ns with a second fork),
-    then inspect() from inside; returns inspect()'s JSON result or raises RuntimeError with
-    the child's error. `pre()` runs in the new mount ns before prepare (to build sources)."""
+    then inspect() from inside; returns inspect()'s JSON result or raises ChildError with
+    the child's error. `pre()` runs in the final mount ns before prepare (to build sources);
+    with userns the child first runs `pre_host()`, then enters a user namespace (uid/gid
+    0-65535 mapped to themselves by this process) and mount and ipc namespaces it owns."""
     r, w = os.pipe()
+    sync_r, sync_w = os.pipe()     # child -> parent: "map me"
+    go_r, go_w = os.pipe()         # parent -> child: "mapped"
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         status = 0
         try:
-            os.close(r)
-            libc.unshare(libc.CLONE_NEWNS | (libc.CLONE_NEWPID if pidns else 0))
+            for fd in (r, sync_r, go_w):
+                os.close(fd)
+            libc.unshare(libc.CLONE_NEWNS)
             libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+            if pre_host:
+                pre_host()
+            if userns:
+                libc.unshare(libc.CLONE_NEWUSER)
+                os.write(sync_w, b"u")
+                if os.read(go_r, 1) != b"k":
+                    raise RuntimeError("the parent did not write the id maps")
+                libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWIPC)    # ipc: for mqueue
+            os.close(sync_w)
+            os.close(go_r)
             if pidns:
+                libc.unshare(libc.CLONE_NEWPID)
                 pid2 = os.fork()
                 if pid2:
                     os.close(w)
@@ -56,7 +73,17 @@ def run_child(rp, inspect, pre=None, pidns=True, stages=("prepare", "pivot", "fi
             os.write(w, json.dumps(out).encode())
         finally:
             os._exit(status)
-    os.close(w)
+    for fd in (w, sync_w, go_r):
+        os.close(fd)
+    try:
+        if os.read(sync_r, 1) == b"u":
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write("0 0 65536\n")
+            os.write(go_w, b"k")
+    finally:
+        os.close(sync_r)
+        os.close(go_w)
     chunks = []
     while True:
         b = os.read(r, 65536)
@@ -545,3 +572,55 @@ def test_idmapped_bind(bundle_dir, tmp_path):
 
     assert run_child(rp, inspect) == [100000, 200000, 101005, 201005]
     assert os.stat(src / "user-file").st_uid == 1005       # on disk nothing changed
+
+
+# --- in a user namespace (rootless-like): mknod refused, sysfs/mqueue/cgroup2 refused, locked flags
+def test_user_namespace_default_config(bundle_dir, tmp_path):
+    src = tmp_path / "locked"
+    src.mkdir()
+    extra = [{"destination": "/locked", "source": str(src), "options": ["bind", "ro"]}]
+    cfg_mounts = default_config()["mounts"] + extra
+    rp = plan(bundle_dir, cfg_mounts, readonly=True, console=True,
+              devices=[{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]
+              if os.path.exists("/dev/fuse") else [])
+
+    def pre_host():
+        # a mount made outside the user namespace: its nosuid/nodev/noexec get locked
+        libc.mount("tmpfs", str(src), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "size=1m")
+
+    def inspect():
+        res = inspect_default()
+        res["locked_write"] = attempt(lambda: open("/locked/x", "w").close())
+        res["fuse"] = dev_info("/dev/fuse") if os.path.exists("/dev/fuse") else None
+        return res
+
+    res = run_child(rp, inspect, userns=True, pre_host=pre_host)
+    mi = res["mi"]
+    assert res["pid"] == 1 and res["root_write"] == {"errno": errno.EROFS}
+    # mknod is refused in a user namespace: the host's nodes are bind-mounted instead
+    for name, (ma, mi_) in {"null": (1, 3), "zero": (1, 5), "tty": (5, 0), "urandom": (1, 9)}.items():
+        assert res["devs"][name]["rdev"] == [ma, mi_] and stat.S_ISCHR(res["devs"][name]["mode"])
+        assert by_mp(mi, f"/dev/{name}")["root"] == f"/{name}"
+    if res["fuse"] is not None:
+        assert res["fuse"]["rdev"] == [10, 229]
+    assert res["null_write"] == {"ok": 2} and res["keys"] == ""
+    # sysfs, cgroup2 and mqueue are refused without their own namespaces: binds of the host's
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(by_mp(mi, "/sys")["opts"])
+    assert by_mp(mi, "/sys/fs/cgroup")["fstype"] == "cgroup2" and "ro" in by_mp(mi, "/sys/fs/cgroup")["opts"]
+    assert res["proc_sys"] == {"errno": errno.EROFS}
+    # "ro" on a bind whose flags are locked: the remount keeps nosuid/nodev/noexec
+    assert res["locked_write"] == {"errno": errno.EROFS}
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(by_mp(mi, "/locked")["opts"])
+    assert os.listdir(bundle_dir / "rootfs" / "dev") == []
+
+
+def test_user_namespace_rootless_config(bundle_dir):
+    cfg = default_config(["sh"], terminal=False, rootless=True)
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
+    rp = mounts.build_rootfs_plan(cfg, str(bundle_dir), cgroup2=True)
+    assert rp.userns
+    res = run_child(rp, inspect_default, userns=True)
+    assert by_mp(res["mi"], "/sys")["fstype"] == "sysfs" and res["proc_sys"] == {"errno": errno.EROFS}
+    assert res["root_write"] == {"errno": errno.EROFS}
+    assert res["devs"]["null"]["rdev"] == [1, 3]
