@@ -10,8 +10,17 @@ oci-schemas/ is generated from this file; run it after editing:
 
 Afterwards regenerate the fast validator: tools/gen_validators.py.
 
-Deliberate choices (where the schema could follow the prose or the Go types):
+The schemas give the same verdict as the upstream v1.3.0 schemas except where the prose (and the
+Go types) say otherwise; tests/unit/test_schemas.py lists these deviations:
   * `linux.resources.pids.limit` is OPTIONAL (runtime-spec 1.3.0 prose and Go made it optional).
+  * `linux.devices[].fileMode` is a uint32 as the prose says (upstream: 0..511); podman sends the
+    file-type bits too (8612 = S_IFCHR|0644).
+  * `windows.resources.cpu.affinity` is an array of {mask, group} as the prose says (upstream:
+    an object).
+  * `vm.hwConfig.iomems` items are all checked (upstream v1.3.0 has a tuple `items` there).
+Where the prose is stricter than upstream's schema but upstream chose not to encode it
+(`ioPriority.priority`, throttle `rate`, `process.user`, ...) the schema matches upstream and
+runtime/pyoci/spec.py reports the problem as a semantic check.
   * Rules a schema cannot express (duplicates, absolute paths, cross-field rules) live in
     runtime/pyoci/spec.py as semantic checks.
 """
@@ -114,6 +123,7 @@ DEFS = doc("pyoci: shared types of the OCI runtime-spec v1.3.0 configuration", {
     "uint16": intrange(0, 2**16 - 1),
     "uint32": intrange(0, 2**32 - 1),
     "uint64": intrange(0, 2**64 - 1),
+    "FileMode": intrange(0, 0o777),  # permission bits only, in decimal
     "StringList": arr(STR),
     "Uint32List": arr(ref("uint32")),
     "StringMap": smap(STR),
@@ -159,8 +169,9 @@ PROCESS = obj({
         "period": D("uint64"),
     }, ("policy",)),
     "selinuxLabel": STR,
+    # the prose makes `priority` REQUIRED too: checked in spec.py, like upstream's schema
     "ioPriority": obj({"class": enum("IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE"),
-                       "priority": D("int32")}, ("class", "priority")),
+                       "priority": D("int32")}, ("class",)),
     "execCPUAffinity": obj({"initial": {"type": "string", "pattern": "^[0-9, -]*$"},
                             "final": {"type": "string", "pattern": "^[0-9, -]*$"}}),
     "user": obj({"uid": D("uint32"), "gid": D("uint32"), "umask": D("uint32"),
@@ -205,7 +216,8 @@ DEFS_LINUX = doc("pyoci: Linux types of the OCI runtime-spec v1.3.0 configuratio
     "CPU": obj({"shares": U64, "quota": I64, "burst": U64, "period": U64, "realtimeRuntime": I64,
                 "realtimePeriod": U64, "cpus": STR, "mems": STR, "idle": I64}),
     "WeightDevice": obj(device_numbers(weight=U16, leafWeight=U16), ("major", "minor")),
-    "ThrottleDevice": obj(device_numbers(rate=U64), ("major", "minor", "rate")),
+    # `rate` is REQUIRED in the prose: checked in spec.py
+    "ThrottleDevice": obj(device_numbers(rate=U64), ("major", "minor")),
     "BlockIO": obj({"weight": U16, "leafWeight": U16,
                     "weightDevice": arr(ref("WeightDevice")),
                     "throttleReadBpsDevice": arr(ref("ThrottleDevice")),
@@ -237,7 +249,9 @@ DEFS_LINUX = doc("pyoci: Linux types of the OCI runtime-spec v1.3.0 configuratio
                     "flags": arr(enum(*SECCOMP_FLAGS)), "listenerPath": STR,
                     "listenerMetadata": STR, "architectures": arr(enum(*SECCOMP_ARCHS)),
                     "syscalls": arr(ref("Syscall"))}, ("defaultAction",)),
-    "IntelRdt": obj({"closID": STR, "l3CacheSchema": STR, "memBwSchema": STR,
+    "IntelRdt": obj({"closID": STR, "l3CacheSchema": STR,
+                     # MUST start with "MB:" and MUST NOT contain newlines
+                     "memBwSchema": {"type": "string", "pattern": "^MB:[^\\n]*$"},
                      "schemata": D("StringList"), "enableMonitoring": BOOL}),
     "MemoryPolicy": obj({"mode": enum(*MPOL_MODES), "nodes": STR,
                          "flags": arr(enum(*MPOL_FLAGS))}),
@@ -273,7 +287,7 @@ CONFIG_WINDOWS = doc("pyoci: the `windows` object of config.json", obj({
     "resources": obj({
         "memory": obj({"limit": U64}),
         "cpu": obj({"count": U64, "shares": U16, "maximum": U16,
-                    "affinity": arr(obj({"mask": U64, "group": U32}, ("mask", "group")))}),
+                    "affinity": arr(obj({"mask": U64, "group": U32}))}),
         "storage": obj({"iops": U64, "bps": U64, "sandboxSize": U64}),
     }),
     "network": obj({"endpointList": D("StringList"), "allowUnqualifiedDNSQuery": BOOL,
@@ -315,7 +329,7 @@ CONFIG_ZOS = doc("pyoci: the `zos` object of config.json", obj({
 NEW_INHERIT = enum("new", "inherit")
 NEW_INHERIT_DISABLE = enum("new", "inherit", "disable")
 CONFIG_FREEBSD = doc("pyoci: the `freebsd` object of config.json", obj({
-    "devices": arr(obj({"path": STR, "mode": U32}, ("path",))),
+    "devices": arr(obj({"path": STR, "mode": D("FileMode")})),
     "jail": obj({
         "parent": STR,
         "host": NEW_INHERIT,
@@ -324,7 +338,7 @@ CONFIG_FREEBSD = doc("pyoci: the `freebsd` object of config.json", obj({
         "vnet": NEW_INHERIT, "vnetInterfaces": D("StringList"),
         "sysvmsg": NEW_INHERIT_DISABLE, "sysvsem": NEW_INHERIT_DISABLE,
         "sysvshm": NEW_INHERIT_DISABLE,
-        "enforceStatfs": INT,
+        "enforceStatfs": D("uint8"),
         "allow": obj({"setHostname": BOOL, "rawSockets": BOOL, "chflags": BOOL,
                       "mount": D("StringList"), "quotas": BOOL, "socketAf": BOOL,
                       "mlock": BOOL, "reservedPorts": BOOL, "suser": BOOL}),
@@ -355,11 +369,12 @@ FEATURES = doc("pyoci: OCI runtime-spec v1.3.0 features document", obj({
 ENABLED = obj({"enabled": BOOL})
 FEATURES_LINUX = doc("pyoci: the `linux` object of the features document", obj({
     "namespaces": arr(enum(*NAMESPACES)),
-    "capabilities": D("StringList"),
+    "capabilities": arr({"type": "string", "pattern": "^CAP_[A-Z_]+$"}),
     "cgroup": obj({k: BOOL for k in ("v1", "v2", "systemd", "systemdUser", "rdma")}),
     "seccomp": obj({"enabled": BOOL, "actions": arr(enum(*SECCOMP_ACTIONS)),
                     "operators": arr(enum(*SECCOMP_OPS)), "archs": arr(enum(*SECCOMP_ARCHS)),
-                    "knownFlags": D("StringList"), "supportedFlags": D("StringList")}),
+                    "knownFlags": arr(enum(*SECCOMP_FLAGS)),
+                    "supportedFlags": arr(enum(*SECCOMP_FLAGS))}),
     "apparmor": ENABLED,
     "selinux": ENABLED,
     "intelRdt": obj({"enabled": BOOL, "schemata": BOOL, "monitoring": BOOL}),

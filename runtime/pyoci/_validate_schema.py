@@ -151,7 +151,7 @@ _p18 = _enum(['SCHED_FLAG_DL_OVERRUN', 'SCHED_FLAG_KEEP_PARAMS', 'SCHED_FLAG_KEE
 _p19 = _arr(_p18)  # config-schema.json#/properties/process/properties/scheduler/properties/flags
 _p20 = _obj({'policy': _p16, 'nice': _p17, 'priority': _p17, 'flags': _p19, 'runtime': _p9, 'deadline': _p9, 'period': _p9}, required=('policy',))  # config-schema.json#/properties/process/properties/scheduler
 _p21 = _enum(['IOPRIO_CLASS_BE', 'IOPRIO_CLASS_IDLE', 'IOPRIO_CLASS_RT'])  # config-schema.json#/properties/process/properties/ioPriority/properties/class
-_p22 = _obj({'class': _p21, 'priority': _p17}, required=('class', 'priority'))  # config-schema.json#/properties/process/properties/ioPriority
+_p22 = _obj({'class': _p21, 'priority': _p17}, required=('class',))  # config-schema.json#/properties/process/properties/ioPriority
 _p23 = _str(pattern='^[0-9, -]*$')  # config-schema.json#/properties/process/properties/execCPUAffinity/properties/initial
 _p24 = _obj({'initial': _p23, 'final': _p23})  # config-schema.json#/properties/process/properties/execCPUAffinity
 _p25 = _arr(_p4)  # defs.json#/definitions/Uint32List
@@ -178,7 +178,7 @@ _p45 = _obj({'shares': _p9, 'quota': _p34, 'burst': _p9, 'period': _p9, 'realtim
 _p46 = _int(0, 65535)  # defs.json#/definitions/uint16
 _p47 = _obj({'major': _p34, 'minor': _p34, 'weight': _p46, 'leafWeight': _p46}, required=('major', 'minor'))  # defs-linux.json#/definitions/WeightDevice
 _p48 = _arr(_p47)  # defs-linux.json#/definitions/BlockIO/properties/weightDevice
-_p49 = _obj({'major': _p34, 'minor': _p34, 'rate': _p9}, required=('major', 'minor', 'rate'))  # defs-linux.json#/definitions/ThrottleDevice
+_p49 = _obj({'major': _p34, 'minor': _p34, 'rate': _p9}, required=('major', 'minor'))  # defs-linux.json#/definitions/ThrottleDevice
 _p50 = _arr(_p49)  # defs-linux.json#/definitions/BlockIO/properties/throttleReadBpsDevice
 _p51 = _obj({'weight': _p46, 'leafWeight': _p46, 'weightDevice': _p48, 'throttleReadBpsDevice': _p50, 'throttleWriteBpsDevice': _p50, 'throttleReadIOPSDevice': _p50, 'throttleWriteIOPSDevice': _p50})  # defs-linux.json#/definitions/BlockIO
 _p52 = _str(pattern='^[1-9][0-9]*[KMG]B$')  # defs-linux.json#/definitions/HugepageLimit/properties/pageSize
@@ -204,73 +204,78 @@ _p71 = _arr(_p70)  # defs-linux.json#/definitions/Syscall/properties/args
 _p72 = _obj({'names': _p68, 'action': _p63, 'errnoRet': _p4, 'args': _p71}, required=('names', 'action'))  # defs-linux.json#/definitions/Syscall
 _p73 = _arr(_p72)  # defs-linux.json#/definitions/Seccomp/properties/syscalls
 _p74 = _obj({'defaultAction': _p63, 'defaultErrnoRet': _p4, 'flags': _p65, 'listenerPath': _p0, 'listenerMetadata': _p0, 'architectures': _p67, 'syscalls': _p73}, required=('defaultAction',))  # defs-linux.json#/definitions/Seccomp
-_p75 = _obj({'closID': _p0, 'l3CacheSchema': _p0, 'memBwSchema': _p0, 'schemata': _p3, 'enableMonitoring': _p1})  # defs-linux.json#/definitions/IntelRdt
-_p76 = _enum(['LINUX', 'LINUX32'])  # defs-linux.json#/definitions/Personality/properties/domain
-_p77 = _obj({'domain': _p76, 'flags': _p3})  # defs-linux.json#/definitions/Personality
-_p78 = _enum(['MPOL_BIND', 'MPOL_DEFAULT', 'MPOL_INTERLEAVE', 'MPOL_LOCAL', 'MPOL_PREFERRED', 'MPOL_PREFERRED_MANY', 'MPOL_WEIGHTED_INTERLEAVE'])  # defs-linux.json#/definitions/MemoryPolicy/properties/mode
-_p79 = _enum(['MPOL_F_NUMA_BALANCING', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_STATIC_NODES'])  # defs-linux.json#/definitions/MemoryPolicy/properties/flags/items
-_p80 = _arr(_p79)  # defs-linux.json#/definitions/MemoryPolicy/properties/flags
-_p81 = _obj({'mode': _p78, 'nodes': _p0, 'flags': _p80})  # defs-linux.json#/definitions/MemoryPolicy
-_p82 = _obj({'name': _p0})  # defs-linux.json#/definitions/NetDevice
-_p83 = _obj({}, addl=_p82)  # config-linux.json#/properties/netDevices
-_p84 = _obj({'devices': _p36, 'uidMappings': _p6, 'gidMappings': _p6, 'namespaces': _p39, 'timeOffsets': _p41, 'resources': _p61, 'cgroupsPath': _p0, 'rootfsPropagation': _p62, 'seccomp': _p74, 'sysctl': _p32, 'maskedPaths': _p3, 'readonlyPaths': _p3, 'mountLabel': _p0, 'intelRdt': _p75, 'personality': _p77, 'memoryPolicy': _p81, 'netDevices': _p83})  # config-linux.json#
-_p85 = _enum(['class'])  # config-windows.json#/properties/devices/items/properties/idType
-_p86 = _obj({'id': _p0, 'idType': _p85}, required=('id', 'idType'))  # config-windows.json#/properties/devices/items
-_p87 = _arr(_p86)  # config-windows.json#/properties/devices
-_p88 = _obj({'limit': _p9})  # config-windows.json#/properties/resources/properties/memory
-_p89 = _obj({'mask': _p9, 'group': _p4}, required=('mask', 'group'))  # config-windows.json#/properties/resources/properties/cpu/properties/affinity/items
-_p90 = _arr(_p89)  # config-windows.json#/properties/resources/properties/cpu/properties/affinity
-_p91 = _obj({'count': _p9, 'shares': _p46, 'maximum': _p46, 'affinity': _p90})  # config-windows.json#/properties/resources/properties/cpu
-_p92 = _obj({'iops': _p9, 'bps': _p9, 'sandboxSize': _p9})  # config-windows.json#/properties/resources/properties/storage
-_p93 = _obj({'memory': _p88, 'cpu': _p91, 'storage': _p92})  # config-windows.json#/properties/resources
-_p94 = _obj({'endpointList': _p3, 'allowUnqualifiedDNSQuery': _p1, 'DNSSearchList': _p3, 'networkSharedContainerName': _p0, 'networkNamespace': _p0})  # config-windows.json#/properties/network
-_p95 = _obj({})  # config-windows.json#/properties/credentialSpec
-_p96 = _obj({'utilityVMPath': _p0})  # config-windows.json#/properties/hyperv
-_p97 = _obj({'layerFolders': _p68, 'devices': _p87, 'resources': _p93, 'network': _p94, 'credentialSpec': _p95, 'servicing': _p1, 'ignoreFlushesDuringBoot': _p1, 'hyperv': _p96}, required=('layerFolders',))  # config-windows.json#
-_p98 = _obj({'ncpus': _p0})  # config-solaris.json#/properties/cappedCPU
-_p99 = _obj({'physical': _p0, 'swap': _p0})  # config-solaris.json#/properties/cappedMemory
-_p100 = _obj({'linkname': _p0, 'lowerLink': _p0, 'allowedAddress': _p0, 'configureAllowedAddress': _p0, 'defrouter': _p0, 'macAddress': _p0, 'linkProtection': _p0})  # config-solaris.json#/properties/anet/items
-_p101 = _arr(_p100)  # config-solaris.json#/properties/anet
-_p102 = _obj({'milestone': _p0, 'limitpriv': _p0, 'maxShmMemory': _p0, 'cappedCPU': _p98, 'cappedMemory': _p99, 'anet': _p101})  # config-solaris.json#
-_p103 = _obj({'path': _p0, 'parameters': _p3}, required=('path',))  # config-vm.json#/properties/hypervisor
-_p104 = _obj({'path': _p0, 'parameters': _p3, 'initrd': _p0}, required=('path',))  # config-vm.json#/properties/kernel
-_p105 = _enum(['qcow2', 'raw', 'vdi', 'vhd', 'vmdk'])  # config-vm.json#/properties/image/properties/format
-_p106 = _obj({'path': _p0, 'format': _p105}, required=('path', 'format'))  # config-vm.json#/properties/image
-_p107 = _obj({'firstGPA': _p9, 'firstMFN': _p9, 'nrMFNs': _p9}, required=('firstGPA', 'firstMFN', 'nrMFNs'))  # config-vm.json#/properties/hwConfig/properties/iomems/items
-_p108 = _arr(_p107)  # config-vm.json#/properties/hwConfig/properties/iomems
-_p109 = _obj({'deviceTree': _p0, 'vcpus': _p4, 'memory': _p9, 'dtdevs': _p3, 'iomems': _p108, 'irqs': _p25})  # config-vm.json#/properties/hwConfig
-_p110 = _obj({'hypervisor': _p103, 'kernel': _p104, 'image': _p106, 'hwConfig': _p109}, required=('kernel',))  # config-vm.json#
-_p111 = _enum(['ipc', 'mount', 'network', 'pid', 'uts'])  # config-zos.json#/properties/namespaces/items/properties/type
-_p112 = _obj({'type': _p111, 'path': _p0}, required=('type',))  # config-zos.json#/properties/namespaces/items
-_p113 = _arr(_p112)  # config-zos.json#/properties/namespaces
-_p114 = _obj({'namespaces': _p113})  # config-zos.json#
-_p115 = _obj({'path': _p0, 'mode': _p4}, required=('path',))  # config-freebsd.json#/properties/devices/items
-_p116 = _arr(_p115)  # config-freebsd.json#/properties/devices
-_p117 = _enum(['inherit', 'new'])  # config-freebsd.json#/properties/jail/properties/host
-_p118 = _enum(['disable', 'inherit', 'new'])  # config-freebsd.json#/properties/jail/properties/ip4
-_p119 = _obj({'setHostname': _p1, 'rawSockets': _p1, 'chflags': _p1, 'mount': _p3, 'quotas': _p1, 'socketAf': _p1, 'mlock': _p1, 'reservedPorts': _p1, 'suser': _p1})  # config-freebsd.json#/properties/jail/properties/allow
-_p120 = _obj({'parent': _p0, 'host': _p117, 'ip4': _p118, 'ip4Addr': _p3, 'ip6': _p118, 'ip6Addr': _p3, 'vnet': _p117, 'vnetInterfaces': _p3, 'sysvmsg': _p118, 'sysvsem': _p118, 'sysvshm': _p118, 'enforceStatfs': _p15, 'allow': _p119})  # config-freebsd.json#/properties/jail
-_p121 = _obj({'devices': _p116, 'jail': _p120})  # config-freebsd.json#
-_p122 = _obj({'ociVersion': _p0, 'root': _p2, 'mounts': _p8, 'process': _p27, 'hostname': _p0, 'domainname': _p0, 'hooks': _p31, 'annotations': _p32, 'linux': _p84, 'windows': _p97, 'solaris': _p102, 'vm': _p110, 'zos': _p114, 'freebsd': _p121}, required=('ociVersion',))  # config-schema.json#
-_p123 = _enum(['created', 'creating', 'running', 'stopped'])  # state-schema.json#/properties/status
-_p124 = _num(lo=0, hi=None, xlo=False, xhi=False, integer=True)  # state-schema.json#/properties/pid
-_p125 = _obj({'ociVersion': _p0, 'id': _p0, 'status': _p123, 'pid': _p124, 'bundle': _p0, 'annotations': _p32}, required=('ociVersion', 'id', 'status', 'bundle'))  # state-schema.json#
-_p126 = _arr(_p37)  # features-linux.json#/properties/namespaces
-_p127 = _obj({'v1': _p1, 'v2': _p1, 'systemd': _p1, 'systemdUser': _p1, 'rdma': _p1})  # features-linux.json#/properties/cgroup
-_p128 = _arr(_p63)  # features-linux.json#/properties/seccomp/properties/actions
-_p129 = _arr(_p69)  # features-linux.json#/properties/seccomp/properties/operators
-_p130 = _obj({'enabled': _p1, 'actions': _p128, 'operators': _p129, 'archs': _p67, 'knownFlags': _p3, 'supportedFlags': _p3})  # features-linux.json#/properties/seccomp
-_p131 = _obj({'enabled': _p1})  # features-linux.json#/properties/apparmor
-_p132 = _obj({'enabled': _p1, 'schemata': _p1, 'monitoring': _p1})  # features-linux.json#/properties/intelRdt
-_p133 = _arr(_p78)  # features-linux.json#/properties/memoryPolicy/properties/modes
-_p134 = _obj({'modes': _p133, 'flags': _p80})  # features-linux.json#/properties/memoryPolicy
-_p135 = _obj({'idmap': _p131})  # features-linux.json#/properties/mountExtensions
-_p136 = _obj({'namespaces': _p126, 'capabilities': _p3, 'cgroup': _p127, 'seccomp': _p130, 'apparmor': _p131, 'selinux': _p131, 'intelRdt': _p132, 'memoryPolicy': _p134, 'mountExtensions': _p135, 'netDevices': _p131})  # features-linux.json#
-_p137 = _obj({'ociVersionMin': _p0, 'ociVersionMax': _p0, 'hooks': _p3, 'mountOptions': _p3, 'annotations': _p32, 'potentiallyUnsafeConfigAnnotations': _p3, 'linux': _p136}, required=('ociVersionMin', 'ociVersionMax'))  # features-schema.json#
+_p75 = _str(pattern='^MB:[^\\n]*$')  # defs-linux.json#/definitions/IntelRdt/properties/memBwSchema
+_p76 = _obj({'closID': _p0, 'l3CacheSchema': _p0, 'memBwSchema': _p75, 'schemata': _p3, 'enableMonitoring': _p1})  # defs-linux.json#/definitions/IntelRdt
+_p77 = _enum(['LINUX', 'LINUX32'])  # defs-linux.json#/definitions/Personality/properties/domain
+_p78 = _obj({'domain': _p77, 'flags': _p3})  # defs-linux.json#/definitions/Personality
+_p79 = _enum(['MPOL_BIND', 'MPOL_DEFAULT', 'MPOL_INTERLEAVE', 'MPOL_LOCAL', 'MPOL_PREFERRED', 'MPOL_PREFERRED_MANY', 'MPOL_WEIGHTED_INTERLEAVE'])  # defs-linux.json#/definitions/MemoryPolicy/properties/mode
+_p80 = _enum(['MPOL_F_NUMA_BALANCING', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_STATIC_NODES'])  # defs-linux.json#/definitions/MemoryPolicy/properties/flags/items
+_p81 = _arr(_p80)  # defs-linux.json#/definitions/MemoryPolicy/properties/flags
+_p82 = _obj({'mode': _p79, 'nodes': _p0, 'flags': _p81})  # defs-linux.json#/definitions/MemoryPolicy
+_p83 = _obj({'name': _p0})  # defs-linux.json#/definitions/NetDevice
+_p84 = _obj({}, addl=_p83)  # config-linux.json#/properties/netDevices
+_p85 = _obj({'devices': _p36, 'uidMappings': _p6, 'gidMappings': _p6, 'namespaces': _p39, 'timeOffsets': _p41, 'resources': _p61, 'cgroupsPath': _p0, 'rootfsPropagation': _p62, 'seccomp': _p74, 'sysctl': _p32, 'maskedPaths': _p3, 'readonlyPaths': _p3, 'mountLabel': _p0, 'intelRdt': _p76, 'personality': _p78, 'memoryPolicy': _p82, 'netDevices': _p84})  # config-linux.json#
+_p86 = _enum(['class'])  # config-windows.json#/properties/devices/items/properties/idType
+_p87 = _obj({'id': _p0, 'idType': _p86}, required=('id', 'idType'))  # config-windows.json#/properties/devices/items
+_p88 = _arr(_p87)  # config-windows.json#/properties/devices
+_p89 = _obj({'limit': _p9})  # config-windows.json#/properties/resources/properties/memory
+_p90 = _obj({'mask': _p9, 'group': _p4})  # config-windows.json#/properties/resources/properties/cpu/properties/affinity/items
+_p91 = _arr(_p90)  # config-windows.json#/properties/resources/properties/cpu/properties/affinity
+_p92 = _obj({'count': _p9, 'shares': _p46, 'maximum': _p46, 'affinity': _p91})  # config-windows.json#/properties/resources/properties/cpu
+_p93 = _obj({'iops': _p9, 'bps': _p9, 'sandboxSize': _p9})  # config-windows.json#/properties/resources/properties/storage
+_p94 = _obj({'memory': _p89, 'cpu': _p92, 'storage': _p93})  # config-windows.json#/properties/resources
+_p95 = _obj({'endpointList': _p3, 'allowUnqualifiedDNSQuery': _p1, 'DNSSearchList': _p3, 'networkSharedContainerName': _p0, 'networkNamespace': _p0})  # config-windows.json#/properties/network
+_p96 = _obj({})  # config-windows.json#/properties/credentialSpec
+_p97 = _obj({'utilityVMPath': _p0})  # config-windows.json#/properties/hyperv
+_p98 = _obj({'layerFolders': _p68, 'devices': _p88, 'resources': _p94, 'network': _p95, 'credentialSpec': _p96, 'servicing': _p1, 'ignoreFlushesDuringBoot': _p1, 'hyperv': _p97}, required=('layerFolders',))  # config-windows.json#
+_p99 = _obj({'ncpus': _p0})  # config-solaris.json#/properties/cappedCPU
+_p100 = _obj({'physical': _p0, 'swap': _p0})  # config-solaris.json#/properties/cappedMemory
+_p101 = _obj({'linkname': _p0, 'lowerLink': _p0, 'allowedAddress': _p0, 'configureAllowedAddress': _p0, 'defrouter': _p0, 'macAddress': _p0, 'linkProtection': _p0})  # config-solaris.json#/properties/anet/items
+_p102 = _arr(_p101)  # config-solaris.json#/properties/anet
+_p103 = _obj({'milestone': _p0, 'limitpriv': _p0, 'maxShmMemory': _p0, 'cappedCPU': _p99, 'cappedMemory': _p100, 'anet': _p102})  # config-solaris.json#
+_p104 = _obj({'path': _p0, 'parameters': _p3}, required=('path',))  # config-vm.json#/properties/hypervisor
+_p105 = _obj({'path': _p0, 'parameters': _p3, 'initrd': _p0}, required=('path',))  # config-vm.json#/properties/kernel
+_p106 = _enum(['qcow2', 'raw', 'vdi', 'vhd', 'vmdk'])  # config-vm.json#/properties/image/properties/format
+_p107 = _obj({'path': _p0, 'format': _p106}, required=('path', 'format'))  # config-vm.json#/properties/image
+_p108 = _obj({'firstGPA': _p9, 'firstMFN': _p9, 'nrMFNs': _p9}, required=('firstGPA', 'firstMFN', 'nrMFNs'))  # config-vm.json#/properties/hwConfig/properties/iomems/items
+_p109 = _arr(_p108)  # config-vm.json#/properties/hwConfig/properties/iomems
+_p110 = _obj({'deviceTree': _p0, 'vcpus': _p4, 'memory': _p9, 'dtdevs': _p3, 'iomems': _p109, 'irqs': _p25})  # config-vm.json#/properties/hwConfig
+_p111 = _obj({'hypervisor': _p104, 'kernel': _p105, 'image': _p107, 'hwConfig': _p110}, required=('kernel',))  # config-vm.json#
+_p112 = _enum(['ipc', 'mount', 'network', 'pid', 'uts'])  # config-zos.json#/properties/namespaces/items/properties/type
+_p113 = _obj({'type': _p112, 'path': _p0}, required=('type',))  # config-zos.json#/properties/namespaces/items
+_p114 = _arr(_p113)  # config-zos.json#/properties/namespaces
+_p115 = _obj({'namespaces': _p114})  # config-zos.json#
+_p116 = _int(0, 511)  # defs.json#/definitions/FileMode
+_p117 = _obj({'path': _p0, 'mode': _p116})  # config-freebsd.json#/properties/devices/items
+_p118 = _arr(_p117)  # config-freebsd.json#/properties/devices
+_p119 = _enum(['inherit', 'new'])  # config-freebsd.json#/properties/jail/properties/host
+_p120 = _enum(['disable', 'inherit', 'new'])  # config-freebsd.json#/properties/jail/properties/ip4
+_p121 = _int(0, 255)  # defs.json#/definitions/uint8
+_p122 = _obj({'setHostname': _p1, 'rawSockets': _p1, 'chflags': _p1, 'mount': _p3, 'quotas': _p1, 'socketAf': _p1, 'mlock': _p1, 'reservedPorts': _p1, 'suser': _p1})  # config-freebsd.json#/properties/jail/properties/allow
+_p123 = _obj({'parent': _p0, 'host': _p119, 'ip4': _p120, 'ip4Addr': _p3, 'ip6': _p120, 'ip6Addr': _p3, 'vnet': _p119, 'vnetInterfaces': _p3, 'sysvmsg': _p120, 'sysvsem': _p120, 'sysvshm': _p120, 'enforceStatfs': _p121, 'allow': _p122})  # config-freebsd.json#/properties/jail
+_p124 = _obj({'devices': _p118, 'jail': _p123})  # config-freebsd.json#
+_p125 = _obj({'ociVersion': _p0, 'root': _p2, 'mounts': _p8, 'process': _p27, 'hostname': _p0, 'domainname': _p0, 'hooks': _p31, 'annotations': _p32, 'linux': _p85, 'windows': _p98, 'solaris': _p103, 'vm': _p111, 'zos': _p115, 'freebsd': _p124}, required=('ociVersion',))  # config-schema.json#
+_p126 = _enum(['created', 'creating', 'running', 'stopped'])  # state-schema.json#/properties/status
+_p127 = _num(lo=0, hi=None, xlo=False, xhi=False, integer=True)  # state-schema.json#/properties/pid
+_p128 = _obj({'ociVersion': _p0, 'id': _p0, 'status': _p126, 'pid': _p127, 'bundle': _p0, 'annotations': _p32}, required=('ociVersion', 'id', 'status', 'bundle'))  # state-schema.json#
+_p129 = _arr(_p37)  # features-linux.json#/properties/namespaces
+_p130 = _str(pattern='^CAP_[A-Z_]+$')  # features-linux.json#/properties/capabilities/items
+_p131 = _arr(_p130)  # features-linux.json#/properties/capabilities
+_p132 = _obj({'v1': _p1, 'v2': _p1, 'systemd': _p1, 'systemdUser': _p1, 'rdma': _p1})  # features-linux.json#/properties/cgroup
+_p133 = _arr(_p63)  # features-linux.json#/properties/seccomp/properties/actions
+_p134 = _arr(_p69)  # features-linux.json#/properties/seccomp/properties/operators
+_p135 = _obj({'enabled': _p1, 'actions': _p133, 'operators': _p134, 'archs': _p67, 'knownFlags': _p65, 'supportedFlags': _p65})  # features-linux.json#/properties/seccomp
+_p136 = _obj({'enabled': _p1})  # features-linux.json#/properties/apparmor
+_p137 = _obj({'enabled': _p1, 'schemata': _p1, 'monitoring': _p1})  # features-linux.json#/properties/intelRdt
+_p138 = _arr(_p79)  # features-linux.json#/properties/memoryPolicy/properties/modes
+_p139 = _obj({'modes': _p138, 'flags': _p81})  # features-linux.json#/properties/memoryPolicy
+_p140 = _obj({'idmap': _p136})  # features-linux.json#/properties/mountExtensions
+_p141 = _obj({'namespaces': _p129, 'capabilities': _p131, 'cgroup': _p132, 'seccomp': _p135, 'apparmor': _p136, 'selinux': _p136, 'intelRdt': _p137, 'memoryPolicy': _p139, 'mountExtensions': _p140, 'netDevices': _p136})  # features-linux.json#
+_p142 = _obj({'ociVersionMin': _p0, 'ociVersionMax': _p0, 'hooks': _p3, 'mountOptions': _p3, 'annotations': _p32, 'potentiallyUnsafeConfigAnnotations': _p3, 'linux': _p141}, required=('ociVersionMin', 'ociVersionMax'))  # features-schema.json#
 
 
-config = _p122  # config-schema.json#
+config = _p125  # config-schema.json#
 process = _p27  # config-schema.json#/properties/process
 resources = _p61  # defs-linux.json#/definitions/Resources
-state = _p125  # state-schema.json#
-features = _p137  # features-schema.json#
+state = _p128  # state-schema.json#
+features = _p142  # features-schema.json#

@@ -470,7 +470,10 @@ class _Checker:
         oom = proc.get("oomScoreAdj")
         if _int(oom) and not -1000 <= oom <= 1000:
             self.bad(at("oomScoreAdj"), f"{oom} is out of range -1000..1000")
-        prio = _obj(proc.get("ioPriority")).get("priority")
+        iop = proc.get("ioPriority")
+        prio = _obj(iop).get("priority")
+        if isinstance(iop, dict) and "priority" not in iop:
+            self.bad(at("ioPriority", "priority"), "required property is missing (spec#73)")
         if _int(prio) and not 0 <= prio <= 7:
             self.bad(at("ioPriority", "priority"), f"{prio} is out of range 0..7 (spec#73)")
         self.scheduler(_obj(proc.get("scheduler")), at)
@@ -722,9 +725,15 @@ class _Checker:
             v = cpu.get(k)
             if isinstance(v, str) and v.strip() and not _CPU_LIST.match(v):
                 self.bad(at("cpu", k), f"{v!r} is not a list like '0-3,7' (spec#126)")
-        for i, wd in _items(_obj(res.get("blockIO")).get("weightDevice")):
+        blkio = _obj(res.get("blockIO"))
+        for i, wd in _items(blkio.get("weightDevice")):
             if isinstance(wd, dict) and "weight" not in wd and "leafWeight" not in wd:
                 self.bad(at("blockIO", "weightDevice", i), "needs weight or leafWeight (spec#127)")
+        for k in ("throttleReadBpsDevice", "throttleWriteBpsDevice", "throttleReadIOPSDevice",
+                  "throttleWriteIOPSDevice"):
+            for i, td in _items(blkio.get(k)):
+                if isinstance(td, dict) and "rate" not in td:
+                    self.bad(at("blockIO", k, i, "rate"), "required property is missing (spec#127)")
         limit = _obj(res.get("pids")).get("limit")
         if _int(limit) and limit < -1:
             self.bad(at("pids", "limit"), f"{limit} must be -1 (max) or >= 0 (spec#129)")
