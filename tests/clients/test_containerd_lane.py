@@ -1,0 +1,272 @@
+"""containerd 1.6 lane: ctr + the runc v2 shim drive the runtime under test (issue 8).
+
+`ctr run --runc-binary <runtime>`; the shim reuses that binary for exec, kill, pause, delete.
+One test per scenario. Run against runc with PYOCI_CLIENT_RUNTIME=/usr/sbin/runc.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.clients, pytest.mark.root]
+
+SCENARIOS = {}
+
+
+def scenario(fn):
+    SCENARIOS[fn.__name__.removeprefix("s_").replace("_", "-")] = fn
+    return fn
+
+
+def uniq(tag: str) -> str:
+    return f"cl-{tag}-{secrets.token_hex(3)}"
+
+
+# -- ctr run ---------------------------------------------------------------------------------
+@scenario
+def s_run_exit_0(c, tmp):
+    c.lane.expect(c.run(uniq("t0"), "true"), rc=0)
+
+
+@scenario
+def s_run_exit_3(c, tmp):
+    c.lane.expect(c.run(uniq("t3"), "sh", "-c", "exit 3"), rc=3)
+
+
+@scenario
+def s_run_not_found(c, tmp):
+    # ctr reports the runtime's last JSON error line from <bundle>/log.json
+    r = c.run(uniq("nf"), "/nonexistent")
+    c.lane.expect(r, rc=None, err=r"OCI runtime create failed: .*(no such file or directory|not found)")
+
+
+@scenario
+def s_run_stdout(c, tmp):
+    # (ctr 1.6 never closes the container's stdin on EOF without -t, so no stdin scenario here)
+    r = c.run(uniq("out"), "sh", "-c", "echo hello from the container; echo to-stderr >&2")
+    c.lane.expect(r, rc=0, out="hello from the container\n")
+    c.lane.expect(r, rc=0, err="to-stderr")
+
+
+@scenario
+def s_run_tty(c, tmp):
+    r = c.run(uniq("tty"), "sh", "-c", "tty; test -t 0 && test -t 1 && echo both-ttys", flags=("-t",), tty=True)
+    c.lane.expect(r, rc=0, out_re=r"^/dev/pts/\d+$")
+    c.lane.expect(r, rc=0, out="both-ttys")
+
+
+@scenario
+def s_run_env_cwd(c, tmp):
+    r = c.run(uniq("env"), "sh", "-c", 'echo "$FOO $(pwd)"', flags=("--env", "FOO=bar", "--cwd", "/tmp"))
+    c.lane.expect(r, rc=0, out="bar /tmp")
+
+
+@scenario
+def s_run_bind_mount(c, tmp):
+    host = tmp / "bind"
+    host.mkdir()
+    (host / "in.txt").write_text("from the host\n")
+    ro = tmp / "bind-ro"
+    ro.mkdir()
+    r = c.run(uniq("bind"), "sh", "-c",
+              "cat /data/in.txt && echo from-container > /data/out.txt && "
+              "! touch /data-ro/nope 2>/dev/null && echo ro-ok",
+              flags=("--mount", f"type=bind,src={host},dst=/data,options=rbind:rw",
+                     "--mount", f"type=bind,src={ro},dst=/data-ro,options=rbind:ro"))
+    c.lane.expect(r, rc=0, out="from the host")
+    c.lane.expect(r, rc=0, out="ro-ok")
+    c.lane.check((host / "out.txt").read_text() == "from-container\n", "the bind mount is writable", r)
+
+
+@scenario
+def s_run_read_only(c, tmp):
+    r = c.run(uniq("ro"), "sh", "-c",
+              "if touch /rootfile 2>/dev/null; then echo root-writable; else echo root-ro; fi; "
+              "grep ' / ' /proc/mounts", flags=("--read-only",))
+    c.lane.expect(r, rc=0, out="root-ro")
+
+
+@scenario
+def s_run_privileged(c, tmp):
+    r = c.run(uniq("priv"), "sh", "-c",
+              "grep CapEff /proc/self/status; mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted; "
+              "test -e /dev/vda -o -e /dev/sda -o -e /dev/loop0 && echo host-devices",
+              flags=("--privileged",))
+    c.lane.expect(r, rc=0, out="mounted")
+    c.lane.expect(r, rc=0, out="host-devices")
+    capeff = int([ln for ln in r.stdout.splitlines() if ln.startswith("CapEff")][0].split()[1], 16)
+    c.lane.check(capeff & (1 << 21), f"CAP_SYS_ADMIN missing from CapEff {capeff:x}", r)
+
+
+@scenario
+def s_run_unprivileged(c, tmp):
+    r = c.run(uniq("unpriv"), "sh", "-c",
+              "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; mkdir -p /mnt/t; "
+              "mount -t tmpfs none /mnt/t 2>/dev/null && echo MOUNTED || echo mount-refused")
+    c.lane.expect(r, rc=0, out="mount-refused")
+    c.lane.expect(r, rc=0, out_re=r"^Seccomp:\s+0$")          # plain ctr run: no seccomp
+    c.lane.expect(r, rc=0, out_re=r"^NoNewPrivs:\s+1$")
+
+
+@scenario
+def s_run_seccomp(c, tmp):
+    # the default profile: filter mode, and e.g. the keyring syscalls are refused
+    r = c.run(uniq("sec"), "sh", "-c", "grep -E '^Seccomp(_filters)?:' /proc/self/status; echo ran",
+              flags=("--seccomp",))
+    c.lane.expect(r, rc=0, out_re=r"^Seccomp:\s+2$")
+    c.lane.expect(r, rc=0, out="ran")
+
+
+# -- detached task: exec, ps, pause/resume, metrics, kill, delete ------------------------------
+def _sleeper(c, tag, *flags, cmd=("sleep", "1000")):
+    name = uniq(tag)
+    c.lane.expect(c.run(name, *cmd, flags=flags, detach=True), rc=0, what="ctr run -d")
+    st = c.wait_task_status(name, "RUNNING")
+    c.lane.check(st == "RUNNING", f"task {name} should be RUNNING, task ls says {st!r}")
+    return name
+
+
+def _task_pid(c, name):
+    r = c.ok("task", "ls")
+    for line in r.stdout.splitlines()[1:]:
+        f = line.split()
+        if f and f[0] == name:
+            return int(f[1])
+    raise c.lane.failure(f"task {name} not in task ls", r)
+
+
+@scenario
+def s_task_exec(c, tmp):
+    name = _sleeper(c, "exec")
+    c.lane.expect(c("task", "exec", "--exec-id", "e1", name, "echo", "exec-ok"), rc=0, out="exec-ok")
+    c.lane.expect(c("task", "exec", "--exec-id", "e2", name, "sh", "-c", "exit 5"), rc=5)
+    c.lane.expect(c("task", "exec", "--exec-id", "e3", name, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"),
+                  rc=0, out="sleep 1000")
+
+
+@scenario
+def s_task_exec_not_found(c, tmp):
+    name = _sleeper(c, "exec-nf")
+    r = c("task", "exec", "--exec-id", "nf", name, "/nonexistent")
+    c.lane.expect(r, rc=None, err=r"no such file or directory|not found")
+    # the task survives a failed exec
+    c.lane.expect(c("task", "exec", "--exec-id", "after", name, "true"), rc=0)
+
+
+@scenario
+def s_task_exec_tty(c, tmp):
+    name = _sleeper(c, "exec-tty")
+    r = c("task", "exec", "-t", "--exec-id", "t1", name, "sh", "-c", "tty; test -t 1 && echo exec-tty-ok", tty=True)
+    c.lane.expect(r, rc=0, out_re=r"^/dev/pts/\d+$")
+    c.lane.expect(r, rc=0, out="exec-tty-ok")
+
+
+@scenario
+def s_task_exec_user_cwd(c, tmp):
+    name = _sleeper(c, "exec-user")
+    r = c("task", "exec", "--exec-id", "u1", "--user", "65534", "--cwd", "/tmp", name, "sh", "-c",
+          'echo "$(id -u) $(pwd)"')
+    c.lane.expect(r, rc=0, out="65534 /tmp")
+
+
+@scenario
+def s_task_ps(c, tmp):
+    name = _sleeper(c, "ps")
+    pid = _task_pid(c, name)
+    r = c.ok("task", "ps", name)
+    pids = [int(ln.split()[0]) for ln in r.stdout.splitlines()[1:] if ln.split() and ln.split()[0].isdigit()]
+    c.lane.check(pid in pids, f"task ps should list the init pid {pid}, lists {pids}", r)
+
+
+@scenario
+def s_task_pause_resume(c, tmp):
+    name = _sleeper(c, "pause")
+    c.ok("task", "pause", name)
+    st = c.wait_task_status(name, "PAUSED", 10)
+    c.lane.check(st == "PAUSED", f"after pause task ls says {st!r}")
+    c.ok("task", "resume", name)
+    st = c.wait_task_status(name, "RUNNING", 10)
+    c.lane.check(st == "RUNNING", f"after resume task ls says {st!r}")
+    c.lane.expect(c("task", "exec", "--exec-id", "alive", name, "echo", "alive"), rc=0, out="alive")
+
+
+@scenario
+def s_task_metrics(c, tmp):
+    name = _sleeper(c, "metrics")
+    r = c.ok("task", "metrics", name)
+    c.lane.check(name in r.stdout and "TIMESTAMP" in r.stdout, "task metrics prints the task's stats", r)
+
+
+@scenario
+def s_task_kill_signal(c, tmp):
+    name = _sleeper(c, "kill", cmd=("sh", "-c", 'trap "exit 7" TERM; while :; do sleep 0.1; done'))
+    time.sleep(0.3)   # let the shell install its trap
+    c.ok("task", "kill", "-s", "SIGTERM", name)
+    st = c.wait_task_status(name, "STOPPED", 10)
+    c.lane.check(st == "STOPPED", f"after kill -s TERM task ls says {st!r}")
+    c.ok("task", "delete", name)
+
+
+@scenario
+def s_task_kill_all(c, tmp):
+    name = _sleeper(c, "killall")
+    c.ok("task", "exec", "-d", "--exec-id", "bg", name, "sleep", "999")
+    pid = _task_pid(c, name)
+    c.ok("task", "kill", "--all", "-s", "SIGKILL", name)
+    st = c.wait_task_status(name, "STOPPED", 10)
+    c.lane.check(st == "STOPPED", f"after kill --all task ls says {st!r}")
+    r = c.ok("task", "delete", name)
+    c.lane.check(not _alive(pid), f"init {pid} survived kill --all", r)
+
+
+@scenario
+def s_task_delete(c, tmp):
+    name = _sleeper(c, "delete")
+    r = c("task", "delete", name)
+    c.lane.expect(r, rc=None, what="task delete of a running task must fail")
+    c.ok("task", "kill", "-s", "SIGKILL", name)
+    st = c.wait_task_status(name, "STOPPED", 10)
+    c.lane.check(st == "STOPPED", f"after SIGKILL task ls says {st!r}")
+    r = c.ok("task", "delete", name)
+    c.lane.check(c.task_status(name) == "", "the task is gone after task delete", r)
+    c.ok("container", "delete", name)
+    c.created.remove(name)
+
+
+@scenario
+def s_task_delete_force(c, tmp):
+    name = _sleeper(c, "delete-f")
+    pid = _task_pid(c, name)
+    r = c.ok("task", "delete", "--force", name)
+    c.lane.check(c.task_status(name) == "" and not _alive(pid), "task delete --force removes a running task", r)
+
+
+@scenario
+def s_join_netns(c, tmp):
+    a = _sleeper(c, "net-a")
+    pid = _task_pid(c, a)
+    want = os.readlink(f"/proc/{pid}/ns/net")
+    r = c.run(uniq("net-b"), "readlink", "/proc/self/ns/net", flags=("--with-ns", f"network:/proc/{pid}/ns/net"))
+    c.lane.expect(r, rc=0, out=want)
+
+
+def _alive(pid):
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+            if st[st.rindex(")") + 2] == "Z":
+                return False
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_containerd(name, ctr, tmp_path):
+    SCENARIOS[name](ctr, tmp_path)
