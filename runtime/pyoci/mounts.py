@@ -366,6 +366,29 @@ class RootfsPlan:
         return out
 
 
+# Mounts inside /proc could hide what maskedPaths/readonlyPaths protect (or redirect the
+# runtime's own /proc accesses): like runc, only a proc filesystem (or a bind of one) goes on
+# /proc itself, and inside it only the files that lxcfs-style tools emulate.
+PROC_MOUNT_ALLOWED = (
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/pressure/cpu", "/proc/pressure/io",
+    "/proc/pressure/memory", "/proc/sys/kernel/ns_last_pid", "/proc/net/dev",
+)
+
+
+def proc_destination_problem(dest: str, bind: bool, fstype: str) -> str | None:
+    """Why a mount at `dest` (a clean container path, resolved or not) is refused, or None."""
+    if dest != "/proc" and not dest.startswith("/proc/"):
+        return None
+    if dest == "/proc":
+        if bind or fstype == "proc":
+            return None       # a bind's source must be a procfs: checked by rootfs.py
+        return "/proc can only be a proc filesystem"
+    if dest in PROC_MOUNT_ALLOWED:
+        return None
+    return f"{dest} is inside /proc, where only {', '.join(PROC_MOUNT_ALLOWED)} may be mounted"
+
+
 # --- building the plan ----------------------------------------------------------------------
 def clean_container_path(path: str) -> str:
     """Lexically clean a container path: absolute (a relative one is read from "/", spec#88),
@@ -507,6 +530,10 @@ def build_rootfs_plan(config: dict, bundle: str, no_pivot: bool = False, console
                 # copy into a writable tmpfs first, then make it read-only
                 mount_flags &= ~MS_RDONLY
                 remount_flags = p.flags | MS_REMOUNT
+        problem = proc_destination_problem(dest, bind, fstype)
+        if problem:
+            problems.append(f"{where}.destination: {problem}")
+            continue
         ops.append(MountOp(
             index=i, destination=dest, type=typ, fstype=fstype, source=source, options=options,
             flags=p.flags, mount_flags=mount_flags, remount_flags=remount_flags,

@@ -25,6 +25,7 @@ import stat
 
 from pyoci.errors import StageError, SyscallError
 from pyoci.linux import libc
+from pyoci.mounts import proc_destination_problem
 from pyoci.linux.libc import (
     AT_EMPTY_PATH, AT_RECURSIVE, MNT_DETACH, MOUNT_ATTR_IDMAP, MS_BIND, MS_MOVE, MS_NOATIME,
     MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
@@ -63,6 +64,7 @@ class _Root:
 
     def __init__(self, path: str):
         self.path = path
+        self.real = os.path.realpath(path)
         try:
             self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
@@ -237,12 +239,16 @@ def _copy_tree(src: int, dst: int) -> None:
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst, follow_symlinks=False)
 
 
-def _idmap_userns(m) -> int:
-    """An fd of a user namespace carrying the mount's mappings (or the caller's own user
-    namespace when the mount has none). A short-lived helper process holds the new
-    namespace while its maps are written."""
+def _idmap_userns(m, userns_path: str | None = None) -> int:
+    """An fd of a user namespace carrying the mount's mappings; without mappings, the
+    container's (userns_path, default: the caller's own). A short-lived helper process
+    holds a new namespace while its maps are written."""
     if not m.uid_mappings and not m.gid_mappings:
-        return os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        path = userns_path or "/proc/self/ns/user"
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise _oserror("open", e, path, "user namespace for idmap") from None
     r1, w1 = os.pipe()    # init -> helper: "you can go" (EOF)
     r2, w2 = os.pipe()    # helper -> init: its pid as this /proc numbers it
     pid = os.fork()
@@ -277,23 +283,72 @@ def _idmap_userns(m) -> int:
         os.waitpid(pid, 0)
 
 
-def _idmapped_bind(m, dest_fd: int) -> None:
+def idmapped_tree(m, userns_path: str | None = None) -> int:
+    """A detached mount (fd) of a bind mount's source carrying its idmapping (idmap: the top
+    mount, ridmap: every mount of an rbind). Runs anywhere with privilege over the source's
+    filesystem: in the container init when it has no user namespace, else in the parent
+    (see open_idmapped_mounts)."""
     tree = libc.open_tree(m.source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
                           | (AT_RECURSIVE if m.recursive else 0))
     try:
-        userns = _idmap_userns(m)
+        userns = _idmap_userns(m, userns_path)
         try:
             libc.mount_setattr("", MOUNT_ATTR_IDMAP, recursive=m.idmap == "ridmap", dirfd=tree,
                                flags=AT_EMPTY_PATH, userns_fd=userns)
         finally:
             os.close(userns)
-        libc.move_mount(tree, "", to_dirfd=dest_fd,
-                        flags=MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
-    finally:
+    except BaseException:
         os.close(tree)
+        raise
+    return tree
 
 
-def _mount_one(root: _Root, m) -> None:
+@_staged
+def open_idmapped_mounts(rp, userns_path: str | None = None) -> dict[int, int]:
+    """PARENT side, for a container with a user namespace (the init cannot idmap a mount of
+    a filesystem it does not own): {mount index: detached idmapped mount fd} for every
+    idmap/ridmap mount of the plan. userns_path is the container's user namespace
+    (/proc/<init pid>/ns/user), used for mounts without their own mappings. Send the fds to
+    the init and pass the dict to prepare(rp, mount_fds=...); close them afterwards."""
+    out: dict[int, int] = {}
+    try:
+        for m in rp.mounts:
+            if m.idmap:
+                out[m.index] = idmapped_tree(m, userns_path)
+    except BaseException:
+        for fd in out.values():
+            os.close(fd)
+        raise
+    return out
+
+
+def _attach(tree: int, dest_fd: int) -> None:
+    libc.move_mount(tree, "", to_dirfd=dest_fd, flags=MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+
+
+def _check_proc_destination(root: _Root, fd: int, m) -> None:
+    """Where the destination really is (after symlinks inside the rootfs): nothing but a
+    procfs on /proc, only the allowed files inside it (runc's rule, see mounts.py)."""
+    real = os.readlink(f"/proc/self/fd/{fd}")
+    top = root.real.rstrip("/")
+    if real != top and not real.startswith(top + "/"):
+        raise StageError(STAGE, f"mounts[{m.index}] {m.destination}: resolved outside the rootfs ({real})")
+    resolved = real[len(top):] or "/"
+    problem = proc_destination_problem(resolved, m.bind, m.fstype)
+    if problem:
+        raise StageError(STAGE, f"mounts[{m.index}] {m.destination}: {problem}")
+    if resolved == "/proc" and m.bind:
+        src = os.path.realpath(m.source)
+        best = ("", "")
+        for mp, fstype, _ in _mountinfo():
+            if _under(src, mp) and len(mp) >= len(best[0]):
+                best = (mp, fstype)
+        if best[1] != "proc":
+            raise StageError(STAGE, f"mounts[{m.index}] {m.destination}: the source of a bind "
+                                    f"mount on /proc must be a proc filesystem ({m.source} is not)")
+
+
+def _mount_one(root: _Root, m, tree: int | None = None) -> None:
     where = f"mounts[{m.index}] {m.destination}"
     if m.bind:
         try:
@@ -306,11 +361,18 @@ def _mount_one(root: _Root, m) -> None:
     old = None
     try:
         target = _fdpath(fd, m.destination)
+        _check_proc_destination(root, fd, m)
         if m.tmpcopyup:
             old = root.open(m.destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         remount = m.remount_flags
-        if m.idmap:
-            _idmapped_bind(m, fd)
+        if tree is not None:                 # made by the parent (open_idmapped_mounts)
+            _attach(tree, fd)
+        elif m.idmap:
+            t = idmapped_tree(m)
+            try:
+                _attach(t, fd)
+            finally:
+                os.close(t)
         elif m.bind:
             libc.mount(m.source, target, None, m.mount_flags)
         else:
@@ -468,8 +530,10 @@ def _console_placeholder(root: _Root) -> None:
 
 
 @_staged
-def prepare(rp) -> None:
-    """Everything before pivot_root (see module doc). Runs in the container's mount ns."""
+def prepare(rp, mount_fds: dict[int, int] | None = None) -> None:
+    """Everything before pivot_root (see module doc). Runs in the container's mount ns.
+    mount_fds: {mount index: detached mount fd} from open_idmapped_mounts() (user namespace
+    containers with idmap/ridmap mounts); they are attached instead of being made here."""
     libc.mount(None, "/", None, rp.prepare_propagation)
     _make_parent_private(rp.rootfs)
     try:
@@ -480,7 +544,7 @@ def prepare(rp) -> None:
     root = _Root(rp.rootfs)
     try:
         for m in rp.mounts:
-            _mount_one(root, m)
+            _mount_one(root, m, (mount_fds or {}).get(m.index))
         if rp.setup_dev:
             _setup_dev(root, rp)
         if rp.console:

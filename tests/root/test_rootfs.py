@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import stat
 import traceback
 
@@ -21,14 +22,16 @@ pytestmark = pytest.mark.root
 
 
 # --- harness ------------------------------------------------------------------------------------
-def run_child(rp, inspect, pre=None, pidns=True, userns=False, pre_host=None,
+def run_child(rp, inspect, pre=None, pidns=True, userns=False, pre_host=None, parent_mounts=None,
               stages=("prepare", "pivot", "finish")):
     """Run the rootfs stages in a forked child (new mount ns, new pid ns with a second fork),
     then inspect() from inside; returns inspect()'s JSON result or raises ChildError with
     the child's error. `pre()` runs in the final mount ns before prepare (to build sources);
     with userns the child first runs `pre_host()`, then enters a user namespace (uid/gid
-    0-65535 mapped to themselves by this process) and mount and ipc namespaces it owns."""
+    0-65535 mapped to themselves by this process) and mount and ipc namespaces it owns;
+    then `parent_mounts(child_pid)` may make the {index: fd} mounts passed to prepare()."""
     r, w = os.pipe()
+    psock, csock = socket.socketpair()
     sync_r, sync_w = os.pipe()     # child -> parent: "map me"
     go_r, go_w = os.pipe()         # parent -> child: "mapped"
     pid = os.fork()
@@ -37,6 +40,7 @@ def run_child(rp, inspect, pre=None, pidns=True, userns=False, pre_host=None,
         try:
             for fd in (r, sync_r, go_w):
                 os.close(fd)
+            psock.close()
             libc.unshare(libc.CLONE_NEWNS)
             libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
             if pre_host:
@@ -47,6 +51,11 @@ def run_child(rp, inspect, pre=None, pidns=True, userns=False, pre_host=None,
                 if os.read(go_r, 1) != b"k":
                     raise RuntimeError("the parent did not write the id maps")
                 libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWIPC)    # ipc: for mqueue
+                msg, fds, _, _ = socket.recv_fds(csock, 4096, 16)
+                mount_fds = {int(k): fd for k, fd in zip(json.loads(msg or b"[]"), fds)}
+            else:
+                mount_fds = None
+            csock.close()
             os.close(sync_w)
             os.close(go_r)
             if pidns:
@@ -59,7 +68,7 @@ def run_child(rp, inspect, pre=None, pidns=True, userns=False, pre_host=None,
             if pre:
                 pre()
             if "prepare" in stages:
-                rootfs.prepare(rp)
+                rootfs.prepare(rp, mount_fds=mount_fds)
             if "pivot" in stages:
                 rootfs.pivot(rp)
             if "finish" in stages:
@@ -75,15 +84,23 @@ def run_child(rp, inspect, pre=None, pidns=True, userns=False, pre_host=None,
             os._exit(status)
     for fd in (w, sync_w, go_r):
         os.close(fd)
+    csock.close()
     try:
         if os.read(sync_r, 1) == b"u":
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{pid}/{name}", "w") as f:
                     f.write("0 0 65536\n")
             os.write(go_w, b"k")
+            fds = parent_mounts(pid) if parent_mounts else {}
+            try:
+                socket.send_fds(psock, [json.dumps(list(fds)).encode()], list(fds.values()))
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
     finally:
         os.close(sync_r)
         os.close(go_w)
+        psock.close()
     chunks = []
     while True:
         b = os.read(r, 65536)
@@ -624,3 +641,91 @@ def test_user_namespace_rootless_config(bundle_dir):
     assert by_mp(res["mi"], "/sys")["fstype"] == "sysfs" and res["proc_sys"] == {"errno": errno.EROFS}
     assert res["root_write"] == {"errno": errno.EROFS}
     assert res["devs"]["null"]["rdev"] == [1, 3]
+
+
+def test_mount_into_proc_through_a_symlink_is_refused(bundle_dir, tmp_path):
+    """A destination that only reaches /proc through a symlink in the rootfs is refused too
+    (it would hide what maskedPaths/readonlyPaths protect)."""
+    os.symlink("/proc/sys", bundle_dir / "rootfs" / "sneaky")
+    (tmp_path / "f").write_text("x")
+    rp = plan(bundle_dir, [{"destination": "/sneaky/kernel", "type": "tmpfs", "source": "tmpfs"}])
+    with pytest.raises(ChildError) as ei:
+        run_child(rp, lambda: None)
+    assert ei.value.out["stage"] == "rootfs" and "inside /proc" in ei.value.out["error"]
+    # a bind of a non-procfs onto /proc is refused; allowed files inside /proc are fine
+    rp = plan(bundle_dir, [{"destination": "/proc", "source": str(tmp_path), "options": ["rbind"]}])
+    with pytest.raises(ChildError) as ei:
+        run_child(rp, lambda: None)
+    assert "must be a proc filesystem" in ei.value.out["error"]
+    rp = plan(bundle_dir, [{"destination": "/proc/uptime", "source": str(tmp_path / "f"), "options": ["bind"]}],
+              maskedPaths=[], readonlyPaths=[])
+    assert run_child(rp, lambda: open("/proc/uptime").read()) == "x"
+
+
+def test_ridmap_rbind(bundle_dir, tmp_path):
+    src = tmp_path / "owned"
+    (src / "sub").mkdir(parents=True)
+    cfg_mounts = [{"destination": "/idm", "source": str(src), "options": ["rbind", "ridmap"],
+                   "uidMappings": [{"containerID": 0, "hostID": 3000, "size": 10}],
+                   "gidMappings": [{"containerID": 0, "hostID": 4000, "size": 10}]},
+                  {"destination": "/plain", "source": str(src), "options": ["rbind", "idmap"],
+                   "uidMappings": [{"containerID": 0, "hostID": 3000, "size": 10}],
+                   "gidMappings": [{"containerID": 0, "hostID": 4000, "size": 10}]}]
+    rp = plan(bundle_dir, cfg_mounts, maskedPaths=[], readonlyPaths=[])
+
+    def pre():
+        libc.mount("tmpfs", str(src / "sub"), "tmpfs", 0, "size=1m")
+
+    def inspect():
+        return [[os.stat(p).st_uid, os.stat(p).st_gid] for p in ("/idm/sub", "/plain", "/plain/sub")]
+
+    # ridmap: the submount is idmapped too; idmap: only the top one
+    assert run_child(rp, inspect, pre=pre) == [[3000, 4000], [3000, 4000], [0, 0]]
+
+
+def test_idmap_in_user_namespace_container_uses_parent_made_mounts(bundle_dir, tmp_path):
+    """In a user namespace the init cannot idmap a host filesystem: the parent makes the
+    detached idmapped mounts (open_idmapped_mounts) and the init attaches them."""
+    src = tmp_path / "owned"
+    src.mkdir()
+    (src / "f").write_text("f")
+    os.chown(src / "f", 7, 8)
+    cfg = default_config(["sh"], terminal=False)
+    cfg["root"]["readonly"] = False
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["mounts"] = [{"destination": "/proc", "type": "proc", "source": "proc"},
+                     {"destination": "/own", "source": str(src), "options": ["bind", "idmap", "ro"]},
+                     {"destination": "/explicit", "source": str(src), "options": ["bind", "idmap"],
+                      "uidMappings": [{"containerID": 0, "hostID": 500, "size": 100}],
+                      "gidMappings": [{"containerID": 0, "hostID": 600, "size": 100}]}]
+    cfg["linux"]["maskedPaths"] = cfg["linux"]["readonlyPaths"] = []
+    rp = mounts.build_rootfs_plan(cfg, str(bundle_dir), cgroup2=True)
+
+    def inspect():
+        return {p: [os.stat(p).st_uid, os.stat(p).st_gid] for p in ("/own/f", "/explicit/f")} | {
+            "ro": attempt(lambda: open("/own/new", "w").close())}
+
+    made = []
+
+    def parent_mounts(pid):
+        fds = rootfs.open_idmapped_mounts(rp, f"/proc/{pid}/ns/user")
+        made.extend(fds)
+        return fds
+
+    res = run_child(rp, inspect, userns=True, parent_mounts=parent_mounts)
+    assert made == [1, 2]
+    # the harness maps container 0-65535 to host 0-65535, and so does "/own" (the container's
+    # mapping); "/explicit" shows on-disk 7/8 through container→host 0→500 / 0→600, i.e. as
+    # host 507/608, which the container's own mapping shows unchanged
+    assert res["/own/f"] == [7, 8] and res["/explicit/f"] == [507, 608]
+    assert res["ro"] == {"errno": errno.EROFS}
+
+
+def test_idmap_in_user_namespace_without_parent_mounts_fails_clearly(bundle_dir, tmp_path):
+    cfg_mounts = [{"destination": "/own", "source": str(tmp_path), "options": ["bind", "idmap"],
+                   "uidMappings": [{"containerID": 0, "hostID": 500, "size": 100}],
+                   "gidMappings": [{"containerID": 0, "hostID": 600, "size": 100}]}]
+    rp = plan(bundle_dir, cfg_mounts, maskedPaths=[], readonlyPaths=[])
+    with pytest.raises(ChildError) as ei:
+        run_child(rp, lambda: None, userns=True)
+    assert ei.value.out["stage"] == "rootfs" and "/own" in ei.value.out["error"]
