@@ -86,6 +86,20 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+def _sweep_cgroups(before: set[str]) -> list[str]:
+    """Remove cgroups named after our container ids (cf-*) that a runtime left at the v2 root."""
+    leaked = []
+    for name in set(os.listdir(CGROUP_ROOT)) - before:
+        if not name.startswith("cf-"):
+            continue
+        leaked.append(name)
+        base = Path(CGROUP_ROOT) / name
+        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [base]:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    return leaked
+
+
 def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.stdout) -> dict:
     load_checks()
     base = Path(tempfile.mkdtemp(prefix="conformance-", dir="/tmp"))
@@ -101,6 +115,7 @@ def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.std
         print(f"runtime: {runtime} ({version})", file=out)
         print(f"{'item':<9} {'level':<18} {'result':<6} detail", file=out)
         signal.signal(signal.SIGALRM, _alarm)
+        cg_before = set(os.listdir(CGROUP_ROOT))
         for n in items:
             it = ITEMS[n]
             t0 = time.monotonic()
@@ -108,6 +123,7 @@ def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.std
                 res, detail = "skip", f"not checkable here: {it.reason}"
             else:
                 signal.alarm(CHECK_TIMEOUT)
+                res, detail = "fail", "interrupted"
                 try:
                     note = it.check(ctx)
                     res, detail = "pass", note or ""
@@ -124,6 +140,9 @@ def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.std
                 finally:
                     signal.alarm(0)
                     ctx.run_cleanups()
+                    leaked = _sweep_cgroups(cg_before)
+                    if leaked:
+                        detail += f" [the runtime left cgroups behind, removed by the runner: {leaked}]"
             counts[res] += 1
             detail = " ".join(detail.split())
             results[str(n)] = {"result": res, "detail": detail[:400]}

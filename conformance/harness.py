@@ -51,7 +51,7 @@ def build_probe(workdir: Path) -> Path:
 
 def build_rootfs_template(workdir: Path, probe: Path, busybox: str = "/bin/busybox") -> Path:
     root = workdir / "rootfs-template"
-    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt", "run", "var", "usr/bin"):
+    for d in ("bin", "sbin", "etc", "proc", "sys/fs/cgroup", "dev", "tmp", "root", "mnt", "run", "var", "usr/bin"):
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     shutil.copy2(busybox, root / "bin/busybox")
