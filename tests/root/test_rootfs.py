@@ -729,3 +729,20 @@ def test_idmap_in_user_namespace_without_parent_mounts_fails_clearly(bundle_dir,
     with pytest.raises(ChildError) as ei:
         run_child(rp, lambda: None, userns=True)
     assert ei.value.out["stage"] == "rootfs" and "/own" in ei.value.out["error"]
+
+
+def test_dev_from_the_rootfs_or_a_bind(bundle_dir, tmp_path):
+    # no /dev mount: the rootfs's own /dev gets the devices and links (on disk, in the bundle)
+    rp = plan(bundle_dir, [], maskedPaths=["/etc/hostname"], readonlyPaths=[])
+    assert run_child(rp, lambda: [open("/etc/hostname").read(), os.readlink("/dev/ptmx")]) == ["", "pts/ptmx"]
+    assert stat.S_ISCHR(os.lstat(bundle_dir / "rootfs" / "dev" / "null").st_mode)
+    assert open(bundle_dir / "rootfs" / "etc" / "hostname").read() == "pyoci\n"
+    # /dev bind-mounted: used exactly as it is, nothing created in it
+    devdir = tmp_path / "devdir"
+    devdir.mkdir()
+    (devdir / "marker").write_text("m")
+    rp = plan(bundle_dir, [{"destination": "/dev", "source": str(devdir), "options": ["rbind"]}],
+              maskedPaths=[], readonlyPaths=[])
+    assert not rp.setup_dev
+    assert run_child(rp, lambda: sorted(os.listdir("/dev"))) == ["marker"]
+    assert os.listdir(devdir) == ["marker"]

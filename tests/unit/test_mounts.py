@@ -337,3 +337,17 @@ def test_describe_is_plain_ordered_data(tmp_path):
     assert cg["fstype"] == "cgroup2"
     assert {"step": "symlink", "path": "/dev/ptmx", "target": "pts/ptmx"} in d
     assert build_rootfs_plan(c, str(tmp_path), no_pivot=True, cgroup2=True).describe()[-1]["step"] != "pivot_root"
+
+
+def test_proc_destinations(tmp_path):
+    P = mounts.proc_destination_problem
+    assert P("/proc", False, "proc") is None and P("/proc", True, "") is None
+    assert "can only be a proc" in P("/proc", False, "tmpfs")
+    assert P("/proc/uptime", True, "") is None and P("/proc/sys/kernel/ns_last_pid", True, "") is None
+    assert "inside /proc" in P("/proc/sys", False, "tmpfs")
+    assert P("/procfoo", False, "tmpfs") is None and P("/etc/proc", False, "tmpfs") is None
+    with pytest.raises(ConfigError) as ei:
+        build_rootfs_plan(cfg([{"destination": "/proc", "type": "proc", "source": "proc"},
+                               {"destination": "/proc/../proc/kcore", "source": "/x", "options": ["bind"]},
+                               {"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}]), str(tmp_path))
+    assert [p.split(":")[0] for p in ei.value.problems] == ["mounts[1].destination", "mounts[2].destination"]
