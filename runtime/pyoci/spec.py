@@ -170,11 +170,18 @@ def validate_features(doc: dict) -> None:
     _finish(problems, [])
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural(line: str) -> list:
+    """Sort key: by JSON path, with list indexes compared as numbers."""
+    path, _, rule = line.partition(": ")
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in _DIGITS.split(path)] + [rule]
+
+
 def _finish(problems: list[str], warnings: list[str]) -> list[str]:
     if problems:
-        seen = set()
-        unique = [p for p in problems if not (p in seen or seen.add(p))]
-        raise ConfigError(unique)
+        raise ConfigError(sorted(set(problems), key=_natural))
     return warnings
 
 
