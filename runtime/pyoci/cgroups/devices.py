@@ -16,7 +16,7 @@ import struct
 from pyoci.errors import ConfigError
 
 # runc's default allow list (appended after the config's rules, as runc does): mknod of any
-# device, then the standard character devices and the pty devices.
+# device, the standard character devices, the console and pty devices, and tun (runc >= 1.2.1).
 DEFAULT_ALLOWED_DEVICES: list[dict] = [
     {"allow": True, "type": "c", "access": "m"},                               # mknod c *:*
     {"allow": True, "type": "b", "access": "m"},                               # mknod b *:*
@@ -29,6 +29,7 @@ DEFAULT_ALLOWED_DEVICES: list[dict] = [
     {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},     # /dev/console
     {"allow": True, "type": "c", "major": 136, "access": "rwm"},               # /dev/pts/*
     {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},     # /dev/ptmx
+    {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},  # /dev/net/tun
 ]
 
 # bpf_cgroup_dev_ctx: access_type = (access << 16) | type; then major, minor (u32 each)
