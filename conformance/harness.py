@@ -368,7 +368,9 @@ class Container:
 class Ctx:
     def __init__(self, runtime: str, workdir: Path, template: Path):
         self.workdir = workdir
-        self.rt = Runtime(runtime, workdir / "state")
+        # the root sits two levels down, so an id like ".." or "../x" can only reach an empty directory
+        self.state_parent = workdir / "state"
+        self.rt = Runtime(runtime, self.state_parent / "root")
         self.template = template
         self._cleanups: list = []
         self.host_pid = os.getpid()

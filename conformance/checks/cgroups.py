@@ -86,6 +86,8 @@ def cgroups_path_stable(ctx):
 
 def _owner(path: str) -> dict[str, int]:
     d = ROOT / path.lstrip("/")
+    if not d.is_dir():
+        raise Fail(f"the container's cgroup {path} was not created")
     out = {".": d.stat().st_uid}
     for f in d.iterdir():
         if f.is_file():
@@ -149,8 +151,11 @@ def cgroup_chown_only_delegated(ctx):
 
 @check(123, fails_on="crun 1.8.1 (cannot load the eBPF device program here: no CAP_SYS_RESOURCE for RLIMIT_MEMLOCK)")
 def device_rules(ctx):
+    path = ctx.cgroup_path("devices")
+
     def m(b):
         b.process["args"] = ["/probe", "open", "/dev/null", "/dev/zero", "/dev/full"]
+        b.linux["cgroupsPath"] = path
         b.linux["resources"] = {"devices": [
             {"allow": False, "access": "rwm"},
             {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"},

@@ -141,9 +141,13 @@ def create_id_unique_valid(ctx):
     for bad in ("../escape", "a/b", ".."):
         b3 = ctx.bundle(["/bin/true"])
         with ctx.container(b3, cid=bad) as c:
+            c.cleanup = lambda: None  # never ask a runtime to force-delete "..": it might remove the parent
             p = c.create(check=False)
+            escaped = (ctx.state_parent / "escape").exists()
+            if p.returncode == 0 and bad != "..":
+                ctx.rt.cmd("delete", "--force", bad, timeout=30)
             need(p.returncode != 0, f"create accepted the invalid id {bad!r}")
-            need(not (ctx.workdir / "escape").exists(), "an invalid id wrote outside the state root")
+            need(not escaped, "an invalid id wrote outside the state root")
 
 
 @check(37, fails_on="a runtime whose create makes nothing")
