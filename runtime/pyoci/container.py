@@ -75,12 +75,13 @@ def _wait_dead(ctr: st.Container, timeout: float = 10.0) -> bool:
 
 def create(opts: Options, config: dict | None = None, warnings: list[str] | None = None):
     """Create the container and leave its init at the exec gate. Returns the Launch record."""
-    from pyoci import process, spec
+    from pyoci import process
     t0 = time.monotonic()
     st.validate_id(opts.container_id)
     bundle = os.path.abspath(opts.bundle)
     opts = Options(**{**opts.__dict__, "bundle": bundle})
     if config is None:
+        from pyoci import spec
         config, warnings = spec.load_bundle_config(bundle)
     for w in warnings or []:
         log.warning(w)
@@ -116,7 +117,8 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
             "config_version": plan.config_version,
         }
         ctr.save()
-        os.mkfifo(ctr.fifo_path, 0o600)
+        os.mkfifo(ctr.fifo_path, 0o622)
+        os.chmod(ctr.fifo_path, 0o622)   # the init may no longer be root when it opens it
 
         def on_cgroup(pid: int):
             from pyoci.cgroups import Cgroup, cgroup_root
@@ -439,7 +441,7 @@ def exec_process(root: str, cid: str, process: dict, detach: bool, pid_file: str
                     ns_types.append(t)
             except OSError:
                 continue
-        pp = security.build_process_plan(process, None)
+        pp = security.build_process_plan(process, None, for_exec=True)
         for w in getattr(pp, "warnings", ()) or ():
             log.warning(w)
         seccomp_prog = None
@@ -455,7 +457,8 @@ def exec_process(root: str, cid: str, process: dict, detach: bool, pid_file: str
         if not detach:
             libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
         pid, master = proc.exec_in(init, ns_types, pp, seccomp_prog, ctr.data.get("cgroup_dir"),
-                                   preserve_fds, console_socket, subreaper=not detach)
+                                   preserve_fds, console_socket, subreaper=not detach,
+                                   close_in_child=(ctr._lock_fd,) if ctr._lock_fd is not None else ())
     finally:
         ctr.unlock()
     if pid_file:

@@ -83,6 +83,7 @@ def build_plan(config: dict, opts: Options, warnings: list[str] | None = None) -
 
     rootfs = mounts.build_rootfs_plan(config, opts.bundle, no_pivot=opts.no_pivot, console=terminal)
     pp = security.build_process_plan(process, linux)
+    security.check_host_support(pp)
     warnings.extend(getattr(pp, "warnings", ()) or ())
 
     seccomp_prog = None

@@ -84,6 +84,9 @@ def launch(plan, ctr, state_for_hooks, on_cgroup, on_network, reap_intermediate=
     pid = os.fork()
     if pid == 0:  # ───── intermediate ─────
         parent.close()
+        # the state lock belongs to this pyoci invocation, never to the container
+        if ctr._lock_fd is not None:
+            os.close(ctr._lock_fd)
         _intermediate(plan, child, ctr_dir_fd)
         os._exit(1)  # not reached
     st.intermediate = pid
@@ -245,6 +248,8 @@ def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
         stage = "rootfs"
         t = time.monotonic()
         rootfs.pivot(plan.rootfs)
+        if getattr(plan.process, "sysctl", None):
+            security.apply_sysctl(plan.process)   # before /proc/sys becomes read-only
         rootfs.finish(plan.rootfs)
         log.stage("rootfs.pivot", t, "pivot_root done, masked and readonly paths applied")
 
@@ -258,14 +263,16 @@ def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
 
         stage = "process"
         t = time.monotonic()
-        security.apply_attributes(pp)
+        for w in security.apply_attributes(pp, sysctl=False) or ():
+            log.warning(w)
         notify_fd = None
         if plan.seccomp is not None and not pp.no_new_privileges:
             stage = "seccomp"
             from pyoci import seccomp
             notify_fd = seccomp.load(plan.seccomp)
         stage = "capabilities"
-        security.switch_identity(pp)
+        for w in security.switch_identity(pp) or ():
+            log.warning(w)
         if plan.seccomp is not None and pp.no_new_privileges:
             stage = "seccomp"
             from pyoci import seccomp
@@ -316,7 +323,8 @@ def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
 # ───────────────────────────── exec into a running container ─────────────────────────────
 
 def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: str | None,
-            preserve_fds: int, console_socket: str | None, subreaper: bool) -> tuple[int, int | None]:
+            preserve_fds: int, console_socket: str | None, subreaper: bool,
+            close_in_child: tuple[int, ...] = ()) -> tuple[int, int | None]:
     """Start a process inside the namespaces of `init_pid`. Returns (pid, master_fd).
 
     The new process is a grandchild: the intermediate joins the namespaces (non-dumpable
@@ -333,6 +341,8 @@ def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: st
     pid = os.fork()
     if pid == 0:
         parent.close()
+        for fd in close_in_child:
+            os.close(fd)
         stage = "exec"
         try:
             libc.prctl(libc.PR_SET_DUMPABLE, 0)
@@ -352,11 +362,13 @@ def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: st
                         os.close(master)
                         terminal.attach_slave(slave_path, getattr(pp, "console_size", None))
                     stage = "process"
-                    security.apply_attributes(pp)
+                    for w in security.apply_attributes(pp) or ():
+                        log.warning(w)
                     if seccomp_prog is not None and not pp.no_new_privileges:
                         from pyoci import seccomp
                         seccomp.load(seccomp_prog)
-                    security.switch_identity(pp)
+                    for w in security.switch_identity(pp) or ():
+                        log.warning(w)
                     if seccomp_prog is not None and pp.no_new_privileges:
                         from pyoci import seccomp
                         seccomp.load(seccomp_prog)
