@@ -472,3 +472,132 @@ def test_30_concurrent_setups_get_distinct_addresses(netns, tmp_path):
     hl = host.links()
     assert not [l for l in hl if l.startswith("pyv")] and "tbr0" not in hl
     assert Ipam(root, "10.213.7.0/24").leases() == {}
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end through the CLI: pyoci itself runs inside a test-made "host" netns
+# ----------------------------------------------------------------------------------------------
+def _net_bundle(path, rootfs_src, args, hostname, subnet="10.213.9.0/24", bridge="tbr9"):
+    from helpers.bundle import Bundle
+    b = Bundle.make(path, rootfs_src, args=args)
+    b.config["hostname"] = hostname
+    b.config.setdefault("annotations", {}).update({
+        "org.pyoci.network": "bridge", "org.pyoci.network.bridge": bridge,
+        "org.pyoci.network.subnet": subnet})
+    caps = b.process.setdefault("capabilities", {})
+    for kind in ("bounding", "effective", "permitted"):
+        caps[kind] = sorted(set(caps.get(kind, [])) | {"CAP_NET_RAW"})
+    return b.save()
+
+
+def _pyoci_in(host: Netns, runtime, *args, timeout=60, check=True):
+    """Run pyoci inside the test-made host netns. Output goes to files, not pipes: a detached
+    container keeps the stdio it inherits open."""
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.run(["nsenter", f"--net={host.path}", *runtime.argv(*args)], stdin=subprocess.DEVNULL,
+                           stdout=out, stderr=err, text=True, timeout=timeout)
+        out.seek(0)
+        err.seek(0)
+        p.stdout, p.stderr = out.read(), err.read()
+    if check and p.returncode != 0:
+        raise AssertionError(f"pyoci {' '.join(args)} exited {p.returncode}\n"
+                             f"stdout: {p.stdout}\nstderr: {p.stderr}")
+    return p
+
+
+def _kill_leftovers(root: str) -> None:
+    """Kill (by pid) container processes of this test that a failed run may have left."""
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if root.encode() in cmd and int(p) != os.getpid():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.root
+def test_cli_two_containers_ping_each_other_and_the_host(netns, runtime, tmp_path, busybox_rootfs):
+    host = netns()
+    a = _net_bundle(tmp_path / "a", busybox_rootfs, ["/bin/sleep", "60"], "alpha")
+    try:
+        _pyoci_in(host, runtime, "run", "-d", "--bundle", str(a.path), "ca")
+        st = json.loads(_pyoci_in(host, runtime, "state", "ca").stdout)
+        assert st["status"] == "running"
+        ip_a = st["annotations"]["org.pyoci.network.ip"]
+        assert ip_a.startswith("10.213.9.")
+        assert ip_a in _pyoci_in(host, runtime, "list").stdout
+        assert host.ping(ip_a), "the host cannot reach container ca"
+
+        script = (f"ping -c 1 -W 1 {ip_a} && ping -c 1 -W 1 10.213.9.1 && "
+                  "ip -o -4 addr show dev eth0 && cat /etc/hosts")
+        b = _net_bundle(tmp_path / "b", busybox_rootfs, ["/bin/sh", "-c", script], "beta")
+        p = _pyoci_in(host, runtime, "run", "--bundle", str(b.path), "cb", check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert f"64 bytes from {ip_a}" in p.stdout and "64 bytes from 10.213.9.1" in p.stdout
+        own = [l for l in p.stdout.splitlines() if "# pyoci-network" in l]
+        assert own and own[0].split()[1:3] == ["beta", "cb"]
+        assert f"inet {own[0].split()[0]}/24" in p.stdout  # /etc/hosts holds its own address
+        assert "cb" not in runtime.ids()  # run removed it
+        assert len(Ipam(runtime.root, "10.213.9.0/24").leases()) == 1
+        _pyoci_in(host, runtime, "delete", "--force", "ca")
+    finally:
+        try:
+            for cid in runtime.ids():
+                _pyoci_in(host, runtime, "delete", "--force", cid, check=False, timeout=30)
+        finally:
+            _kill_leftovers(runtime.root)
+    links = host.links()
+    assert not [l for l in links if l.startswith("pyv")] and "tbr9" not in links
+    assert Ipam(runtime.root, "10.213.9.0/24").leases() == {}
+
+
+@pytest.mark.root
+def test_cli_kill_9_during_create_then_delete_force_leaves_nothing(netns, runtime, tmp_path,
+                                                                   busybox_rootfs):
+    """A createRuntime hook (it runs after the network stage) SIGKILLs the creating pyoci."""
+    host = netns()
+    a = _net_bundle(tmp_path / "a", busybox_rootfs, ["/bin/sleep", "60"], "alpha")
+    a.config.setdefault("hooks", {})["createRuntime"] = [
+        {"path": "/bin/sh", "args": ["sh", "-c", "kill -9 $PPID"], "timeout": 10}]
+    a.save()
+    try:
+        p = _pyoci_in(host, runtime, "create", "--bundle", str(a.path), "ca", check=False)
+        assert p.returncode == -signal.SIGKILL, p.stderr
+        leases = Ipam(runtime.root, "10.213.9.0/24").leases()
+        assert list(leases.values()) == ["ca"]
+        assert runtime.ids() == ["ca"]  # a half-made container for delete --force to clean
+        _pyoci_in(host, runtime, "delete", "--force", "ca", timeout=30)
+    finally:
+        _kill_leftovers(runtime.root)
+    links = host.links()
+    assert not [l for l in links if l.startswith("pyv")] and "tbr9" not in links
+    assert Ipam(runtime.root, "10.213.9.0/24").leases() == {}
+    assert runtime.ids() == []
+
+
+@pytest.mark.root
+def test_bridge_shared_with_another_root_is_not_deleted_under_it(netns, tmp_path):
+    host, a, b = netns(), netns(), netns()
+    root1, root2 = str(tmp_path / "r1"), str(tmp_path / "r2")
+    _state_dirs(root1, "ca")
+    _state_dirs(root2, "cb")
+    ia = network.setup(network.plan_network(_bridge_cfg(subnet="10.213.7.0/24")), a.pid, "ca", root1,
+                       host_netns=host.path)
+    ib = network.setup(network.plan_network(_bridge_cfg(subnet="10.213.8.0/24")), b.pid, "cb", root2,
+                       host_netns=host.path)
+    assert ia["bridge_created"] and not ib["bridge_created"]
+    assert {"10.213.7.1/24", "10.213.8.1/24"} <= _addrs(host.links()["tbr0"])
+    network.teardown(ia, "ca", root1)
+    assert "tbr0" in host.links()  # root1 made it, but cb (root2) is still a port
+    assert b.ping("10.213.8.1")
+    network.teardown(ib, "cb", root2)
+    assert "tbr0" in host.links()  # root2 never owned it
+    assert ib["veth"] not in host.links()
