@@ -11,6 +11,7 @@ clone); without it the oracle tests are skipped.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -309,7 +310,8 @@ def _load(path: Path):
     return _trim(json.loads(path.read_text()))
 
 
-def all_mutations() -> list[Mutation]:
+@functools.lru_cache(maxsize=1)
+def all_mutations() -> tuple[Mutation, ...]:
     out: list[Mutation] = []
     sink = _trim(kitchen_sink())
     out += mutations("kitchen-sink", "config", sink)
@@ -326,7 +328,7 @@ def all_mutations() -> list[Mutation]:
             out += mutations(f.name, "process", _load(f))
     out += mutations("state", "state", _load(UPSTREAM / "test/state/good/spec-example.json"))
     out += mutations("features", "features", _load(UPSTREAM / "test/features/good/runc.json"))
-    return out
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- tests
