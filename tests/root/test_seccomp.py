@@ -673,3 +673,61 @@ def test_cli_notify_answered_by_listener(runtime, bundle, tmp_path, nnp):
     assert payload["state"]["id"] == "sc-notify" and payload["state"]["status"] == "creating"
     assert payload["pid"] == payload["state"]["pid"] == listener.notif[1]  # the init's pid
     assert listener.notif[3] in (NR_MKDIR, NR_MKDIRAT)
+
+
+# every action and operator inside a real container
+@pytest.mark.parametrize("action,errno_ret,expect_rc,expect_err,made", [
+    ("SCMP_ACT_ERRNO", 28, 1, os.strerror(errno.ENOSPC), False),
+    ("SCMP_ACT_TRACE", None, 1, os.strerror(errno.ENOSYS), False),  # no tracer: ENOSYS
+    ("SCMP_ACT_LOG", None, 0, "", True),
+    ("SCMP_ACT_KILL", None, 128 + signal.SIGSYS, "", False),
+    ("SCMP_ACT_KILL_PROCESS", None, 128 + signal.SIGSYS, "", False),
+    ("SCMP_ACT_TRAP", None, 128 + signal.SIGSYS, "", False),
+])
+def test_cli_container_action(runtime, bundle, action, errno_ret, expect_rc, expect_err, made):
+    rule = {"names": ["mkdir", "mkdirat"], "action": action}
+    if errno_ret is not None:
+        rule["errnoRet"] = errno_ret
+    bundle.set_args("/bin/mkdir", "/tmp/target")
+    bundle.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}
+    # no core file from a SIGSYS death (core_pattern is relative here)
+    bundle.process["rlimits"] = [r for r in bundle.process.get("rlimits") or []
+                                 if r["type"] != "RLIMIT_CORE"]
+    bundle.process["rlimits"].append({"type": "RLIMIT_CORE", "soft": 0, "hard": 0})
+    bundle.save()
+    p = runtime.run("run", "--bundle", str(bundle.path), "sc-action", timeout=60)
+    assert p.returncode == expect_rc, (p.returncode, p.stdout, p.stderr)
+    assert expect_err in p.stderr
+    assert (bundle.rootfs / "tmp" / "target").is_dir() == made
+    assert not (bundle.rootfs / "core").exists()
+
+
+# personality() values the busybox applets pass: linux64 -> 0, linux32 -> 8, -R adds 0x40000
+PERSONAS = {"linux64 true": 0x0, "linux32 true": 0x8, "linux64 -R true": 0x40000,
+            "linux32 -R true": 0x40008}
+
+
+@pytest.mark.parametrize("op,value,value_two", [
+    ("SCMP_CMP_NE", 8, 0), ("SCMP_CMP_LT", 8, 0), ("SCMP_CMP_LE", 8, 0), ("SCMP_CMP_EQ", 8, 0),
+    ("SCMP_CMP_GE", 8, 0), ("SCMP_CMP_GT", 8, 0), ("SCMP_CMP_MASKED_EQ", 0x40000, 0x40000)])
+def test_cli_container_operator(runtime, bundle, op, value, value_two):
+    cmp = {"SCMP_CMP_NE": lambda a: a != value, "SCMP_CMP_LT": lambda a: a < value,
+           "SCMP_CMP_LE": lambda a: a <= value, "SCMP_CMP_EQ": lambda a: a == value,
+           "SCMP_CMP_GE": lambda a: a >= value, "SCMP_CMP_GT": lambda a: a > value,
+           "SCMP_CMP_MASKED_EQ": lambda a: (a & value) == value_two}[op]
+    arg = {"index": 0, "op": op, "value": value}
+    if value_two:
+        arg["valueTwo"] = value_two
+    script = "; ".join(f"{cmd} && echo '{cmd}'=ok || echo '{cmd}'=denied" for cmd in PERSONAS)
+    bundle.set_args("/bin/sh", "-c", script)
+    bundle.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EADDRNOTAVAIL,
+         "args": [arg]}]}
+    bundle.save()
+    p = runtime.run("run", "--bundle", str(bundle.path), "sc-op", timeout=60)
+    assert p.returncode == 0, p.stderr
+    for cmd, persona in PERSONAS.items():
+        want = "denied" if cmp(persona) else "ok"
+        assert f"{cmd}={want}" in p.stdout, (op, cmd, p.stdout, p.stderr)
+    if any(cmp(v) for v in PERSONAS.values()):
+        assert os.strerror(errno.EADDRNOTAVAIL) in p.stderr
