@@ -70,16 +70,14 @@ class Logger:
         self._emit("error", msg, **fields)
 
     def fatal(self, msg: str) -> None:
-        """A failed command: one JSON/text error line in the log and the bare message on stderr."""
+        """A failed command: one error line in the --log file (if any) and the bare message
+        on stderr, so people and clients that scrape stderr read it unquoted."""
         if self.fd is not None:
             self._emit("error", msg)
-            try:
-                os.write(2, (msg + "\n").encode("utf-8", "replace"))
-            except OSError:
-                pass
-        else:
-            # no log file: the log *is* stderr; runc prints the error once
-            self._emit("error", msg)
+        try:
+            os.write(2, (msg + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass
 
     def stage(self, name: str, t_start: float, what: str = "", **fields) -> None:
         """Debug line for a finished stage with its duration in milliseconds."""

@@ -22,11 +22,27 @@ class Runtime:
         return PYOCI + g + list(global_flags) + [str(a) for a in args]
 
     def run(self, *args: str, check: bool = False, timeout: float = 60, input: str | None = None,
-            stdin=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, global_flags=(),
-            **kw) -> subprocess.CompletedProcess:
-        kw.setdefault("text", True)
-        p = subprocess.run(self.argv(*args, global_flags=global_flags), timeout=timeout, input=input,
-                           stdin=stdin if input is None else None, stdout=stdout, stderr=stderr, **kw)
+            stdin=None, global_flags=(), **kw) -> subprocess.CompletedProcess:
+        """Run pyoci; stdout/stderr go to files, not pipes: a created container inherits
+        them and would keep a pipe open long after pyoci returned (as with runc)."""
+        import tempfile
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            if input is not None:
+                inp = tempfile.TemporaryFile()
+                inp.write(input.encode())
+                inp.seek(0)
+                stdin = inp
+            try:
+                p = subprocess.run(self.argv(*args, global_flags=global_flags), timeout=timeout,
+                                   stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                   stdout=out, stderr=err, **kw)
+            finally:
+                if input is not None:
+                    inp.close()
+            out.seek(0)
+            err.seek(0)
+            p.stdout = out.read().decode(errors="replace")
+            p.stderr = err.read().decode(errors="replace")
         if check and p.returncode != 0:
             raise AssertionError(f"pyoci {' '.join(map(str, args))} exited {p.returncode}\n"
                                  f"stdout: {p.stdout}\nstderr: {p.stderr}")
