@@ -179,7 +179,7 @@ _SONAMES = {"seccomp": "libseccomp.so.2", "c": "libc.so.6"}
 
 def _import_pyseccomp():
     """Import pyseccomp without its ctypes.util.find_library() calls, which run `ldconfig -p`
-    in a subprocess (40-90 ms on every create). While importing, find_library answers with the
+    in a subprocess (a few ms, far more on a loaded host). While importing, find_library answers with the
     soname when the dynamic loader can open it and falls back to the real lookup otherwise."""
     import ctypes.util
     real = ctypes.util.find_library
@@ -202,13 +202,19 @@ def _import_pyseccomp():
     return pyseccomp
 
 
+def _s32(v: int) -> int:
+    """Actions and arch tokens as C ints: the libseccomp project's binding declares them `int`
+    (its own constants are negative); pyseccomp's ctypes uint32 arguments take either form."""
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
 def _binding():
     try:
         import seccomp as binding  # type: ignore[import-not-found]  # the libseccomp project's own
     except ImportError:
         try:
             binding = _import_pyseccomp()
-        except ImportError as e:  # pragma: no cover - depends on the host
+        except (ImportError, RuntimeError) as e:  # pragma: no cover - depends on the host
             raise StageError(STAGE, "linux.seccomp is set but no libseccomp Python binding is "
                                     f"installed (seccomp or pyseccomp): {e}") from None
     return binding
@@ -390,7 +396,7 @@ def compile_filter(seccomp: dict) -> SeccompProgram:
 
     binding = _binding()
     try:
-        filt = binding.SyscallFilter(default)
+        filt = binding.SyscallFilter(_s32(default))
     except (OSError, RuntimeError, ValueError) as e:
         raise StageError(STAGE, f"seccomp_init({default_name}) failed: {e}") from None
 
@@ -398,9 +404,9 @@ def compile_filter(seccomp: dict) -> SeccompProgram:
     for where, token in arches:
         try:
             # seccomp_arch_exist: True when already in the filter (the native arch, a repeat)
-            if filt.exist_arch(token):
+            if filt.exist_arch(_s32(token)):
                 continue
-            filt.add_arch(token)
+            filt.add_arch(_s32(token))
             arch_count += 1
         except (OSError, RuntimeError, ValueError) as e:
             # a spec arch this libseccomp does not know: its syscalls hit the bad-arch action (kill)
@@ -417,7 +423,7 @@ def compile_filter(seccomp: dict) -> SeccompProgram:
         for conds in cond_sets:
             args = [binding.Arg(i, op, a, b) for i, op, a, b in conds]
             try:
-                filt.add_rule(act, nr, *args)
+                filt.add_rule(_s32(act), nr, *args)
             except (OSError, RuntimeError, ValueError) as e:
                 problems.append(f"{where}: libseccomp refused the rule for {name!r}: {e}")
                 continue

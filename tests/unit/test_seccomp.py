@@ -382,3 +382,45 @@ def test_container_process_state_shape():
     st = sc.container_process_state({"pid": 7, "status": "creating"}, "")
     assert st == {"ociVersion": "1.3.0", "fds": ["seccompFd"], "pid": 7, "metadata": "",
                   "state": {"pid": 7, "status": "creating"}}
+
+
+# --- the libseccomp project's own binding (python3-seccomp) gives the same program -------------
+SYSTEM_PY = "/usr/bin/python3"
+# where python3-seccomp's seccomp*.so lives when it is not installed system-wide
+# (e.g. `apt-get download python3-seccomp && dpkg -x ...`)
+OFFICIAL_PATH = os.environ.get("PYOCI_TEST_SECCOMP_BINDING_PATH", "")
+
+
+def _official_binding_available() -> bool:
+    if not os.path.exists(SYSTEM_PY):
+        return False
+    env = dict(os.environ, PYTHONPATH=OFFICIAL_PATH)
+    r = subprocess.run([SYSTEM_PY, "-c", "import seccomp"], env=env, capture_output=True, timeout=60)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _official_binding_available(),
+                    reason="python3-seccomp not importable by /usr/bin/python3")
+def test_official_binding_gives_identical_bpf(tmp_path):
+    runtime_dir = os.path.dirname(os.path.dirname(os.path.abspath(sc.__file__)))
+    cases = [profile(default="SCMP_ACT_KILL_PROCESS",
+                     architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                     syscalls=[{"names": ["mkdir", "nosuch_call"], "action": "SCMP_ACT_ERRNO",
+                                "errnoRet": 9},
+                               {"names": ["getpriority"], "action": "SCMP_ACT_TRAP", "args": [
+                                   {"index": 0, "op": "SCMP_CMP_MASKED_EQ", "value": 0xF0,
+                                    "valueTwo": 0x50},
+                                   {"index": 1, "op": "SCMP_CMP_GT", "value": (1 << 64) - 2}]},
+                               {"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"}])]
+    cases += [s for _f, s in _client_profiles()]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    code = ("import json, sys, pyoci.seccomp as s; assert s._binding().__name__ == 'seccomp'; "
+            f"cases = json.load(open({str(tmp_path / 'cases.json')!r})); "
+            "print(json.dumps([[s.compile_filter(c).bpf.hex(), s.compile_filter(c).rule_count] "
+            "for c in cases]))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (OFFICIAL_PATH, runtime_dir) if p))
+    r = subprocess.run([SYSTEM_PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    theirs = json.loads(r.stdout)
+    ours = [[sc.compile_filter(c).bpf.hex(), sc.compile_filter(c).rule_count] for c in cases]
+    assert theirs == ours
