@@ -25,7 +25,14 @@ GLOBAL_FLAGS = {
 
 _CREATE = {"bundle": (True, False, ("b",)), "console-socket": (True, False, ()),
            "pid-file": (True, False, ()), "no-pivot": (False, False, ()),
-           "no-new-keyring": (False, False, ()), "preserve-fds": (True, False, ())}
+           "no-new-keyring": (False, False, ()), "preserve-fds": (True, False, ()),
+           # pyoci extensions for direct use (images.py): a container made from an image
+           "image": (True, False, ()), "name": (True, False, ()), "network": (True, False, ())}
+
+# verbs implemented in pyoci.cli_images: images, diff, explain (dispatch(verb, argv, root))
+EXT_VERBS = {"image": "manage the local image store (import, ls, inspect, rm)",
+             "diff": "list what a container changed on top of its image",
+             "explain": "print the plan pyoci would carry out for a bundle or an image"}
 
 VERBS: dict[str, tuple[dict, str, str]] = {
     # verb: (flags, usage of positionals, one-line help)
@@ -155,6 +162,8 @@ def _usage() -> str:
            "USAGE:", "   pyoci [global options] command [command options] [arguments...]", "", "COMMANDS:"]
     for v, (_, _, h) in VERBS.items():
         out.append(f"   {v:<11}{h}")
+    for v, h in EXT_VERBS.items():
+        out.append(f"   {v:<11}{h}")
     out += ["", "GLOBAL OPTIONS:",
             "   --root value        root directory for storage of container state (default: \"/run/pyoci\")",
             "   --log value         set the log file to write pyoci logs to (default is stderr)",
@@ -213,6 +222,14 @@ def main(argv: list[str]) -> int:
         log.fatal(f"unknown log-format {fmt!r}")
         return 1
     verb = rest[0]
+    if verb in EXT_VERBS:
+        root = g.flags.get("root") or os.environ.get("PYOCI_ROOT") or "/run/pyoci"
+        try:
+            from pyoci import cli_images
+            return cli_images.dispatch(verb, rest[1:], os.path.abspath(root)) or 0
+        except PyociError as e:
+            log.fatal(str(e))
+            return e.exit_code
     if verb not in VERBS:
         log.fatal(f"No help topic for '{verb}'")
         return 3
@@ -242,6 +259,10 @@ def _id(a: Args, verb: str) -> str:
 
 def _create_opts(a: Args, root: str, detach: bool = True):
     from pyoci.plan import Options
+    if a.flags.get("image"):
+        # `create/run --image NAME [--name ID] [--network bridge] [-- CMD...]`: write a bundle
+        from pyoci import cli_images
+        a = cli_images.bundle_from_image_flags(a, root)
     _need(a, "create", 1)
     pf = a.flags.get("pid-file")
     if pf:

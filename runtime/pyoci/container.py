@@ -335,6 +335,12 @@ def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
             network.teardown(net, ctr.id, ctr.root)
         except Exception as e:  # noqa: BLE001 - cleanup continues
             log.warning(f"network teardown: {e}")
+    if ctr.data.get("image"):
+        try:
+            from pyoci import images
+            images.on_delete(ctr.root, ctr.id, ctr.data)
+        except Exception as e:  # noqa: BLE001 - cleanup continues
+            log.warning(f"releasing the image layer: {e}")
     if run_poststop:
         hooks = (ctr.data.get("hooks") or {}).get("poststop")
         if hooks:
