@@ -115,6 +115,8 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
             "seccomp": (config.get("linux") or {}).get("seccomp"),
             "linux_sysctl": None,
             "config_version": plan.config_version,
+            # set when the bundle was written by `--image` (images.py): released on delete
+            "image": plan.annotations.get("org.pyoci.image"),
         }
         ctr.save()
         os.mkfifo(ctr.fifo_path, 0o622)
