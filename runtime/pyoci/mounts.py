@@ -352,7 +352,7 @@ class RootfsPlan:
         if self.setup_dev:
             out.extend(d.describe() for d in self.devices)
             out.append({"step": "symlink", "path": "/dev/ptmx", "target": "pts/ptmx"})
-            out.extend({"step": "symlink", "path": link, "target": target}
+            out.extend({"step": "symlink", "path": link, "target": target, "when": "target exists"}
                        for target, link in self.dev_symlinks)
         else:
             out.append({"step": "dev", "note": "/dev is a bind mount: used as it is"})

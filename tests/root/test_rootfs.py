@@ -746,3 +746,27 @@ def test_dev_from_the_rootfs_or_a_bind(bundle_dir, tmp_path):
     assert not rp.setup_dev
     assert run_child(rp, lambda: sorted(os.listdir("/dev"))) == ["marker"]
     assert os.listdir(devdir) == ["marker"]
+
+
+def test_overlay_and_other_filesystem_types(bundle_dir, tmp_path):
+    lower, upper, work = (tmp_path / n for n in ("lower", "upper", "work"))
+    for d in (lower, upper, work):
+        d.mkdir()
+    (lower / "from-lower").write_text("lower")
+    cfg_mounts = [{"destination": "/ov", "type": "overlay", "source": "overlay",
+                   "options": [f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}", "nodev"]},
+                  {"destination": "/rm", "type": "ramfs", "source": "ramfs", "options": ["mode=700"]}]
+    rp = plan(bundle_dir, cfg_mounts, maskedPaths=[], readonlyPaths=[])
+
+    def inspect():
+        with open("/ov/from-container", "w") as f:
+            f.write("up")
+        return {"ls": sorted(os.listdir("/ov")), "mi": mountinfo(),
+                "rm": stat.S_IMODE(os.stat("/rm").st_mode)}
+
+    res = run_child(rp, inspect)
+    assert res["ls"] == ["from-container", "from-lower"]
+    ov = by_mp(res["mi"], "/ov")
+    assert ov["fstype"] == "overlay" and "nodev" in ov["opts"] and f"lowerdir={lower}" in ov["super"]
+    assert by_mp(res["mi"], "/rm")["fstype"] == "ramfs" and res["rm"] == 0o700
+    assert (upper / "from-container").read_text() == "up"
