@@ -276,7 +276,8 @@ def test_mount_options_flags(bundle_dir):
         "/m/nosym": ["nosymfollow"],
         "/m/sym": ["nosymfollow", "symfollow", "atime", "diratime", "dev", "exec", "defaults"],
         "/m/data": ["size=2m", "mode=0711", "uid=12", "nr_inodes=100"],
-        "/m/mand": ["nomand", "iversion", "noiversion"],
+        "/m/mand": ["mand", "nomand", "iversion", "noiversion"],
+        "/m/mand2": ["mand"],
     }
     cfg_mounts = [{"destination": "/m", "type": "tmpfs", "source": "tmpfs"}]
     cfg_mounts += [{"destination": d, "type": "tmpfs", "source": "tmpfs", "options": o} for d, o in opts.items()]
