@@ -26,14 +26,14 @@ def open_pty() -> tuple[int, str]:
     return master, f"/dev/pts/{buf[0]}"
 
 
-def attach_slave(slave_path: str, size: dict | None = None) -> None:
+def attach_slave(slave_path: str, size: tuple[int, int] | None = None) -> None:
     """Make the slave our controlling terminal and stdio (new session)."""
     try:
         slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
     except OSError as e:
         raise SyscallError("open", e.errno, slave_path, stage="terminal") from None
     if size:
-        set_winsize(slave, int(size.get("height", 0)), int(size.get("width", 0)))
+        set_winsize(slave, int(size[0]), int(size[1]))   # (height, width)
     os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
