@@ -119,6 +119,7 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
             "image": plan.annotations.get("org.pyoci.image"),
         }
         ctr.save()
+        process.fault("after-state-dir")
         os.mkfifo(ctr.fifo_path, 0o622)
         os.chmod(ctr.fifo_path, 0o622)   # the init may no longer be root when it opens it
 
@@ -132,6 +133,7 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
             cg.create(_cgroup_resources(plan, config))
             ctr.data["cgroup_created"] = list(getattr(cg, "created_dirs", []) or [])
             ctr.save()
+            process.fault("after-cgroup")
             cg.add_pid(pid)
             return cg
 
@@ -204,6 +206,8 @@ def start(root: str, cid: str) -> None:
     try:
         _guard_corrupt(ctr)
         st.check_transition("start", ctr.status(), cid)
+        from pyoci.process import fault
+        fault("during-start")
         _release_gate(ctr)
         ctr.data["started"] = st.now_rfc3339()
         ctr.save()
@@ -325,6 +329,8 @@ def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
             except (PyociError, OSError):
                 pass
         _wait_dead(ctr)
+    from pyoci.process import fault
+    fault("during-delete")
     if cg is not None:
         try:
             cg.destroy()

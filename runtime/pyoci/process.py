@@ -29,6 +29,13 @@ from pyoci.linux import libc
 from pyoci.log import log
 
 
+def fault(point: str) -> None:
+    """Fault injection for the reliability tests: PYOCI_FAULT=<point> kills this pyoci
+    process with SIGKILL at that point of the lifecycle (see tests/reliability/)."""
+    if os.environ.get("PYOCI_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _preload_child_modules(plan) -> None:
     if plan.seccomp is not None:
         from pyoci import seccomp  # noqa: F401
@@ -93,12 +100,16 @@ def launch(plan, ctr, state_for_hooks, on_cgroup, on_network, reap_intermediate=
     child.close()
     os.close(ctr_dir_fd)
     log.stage("fork", t0, f"intermediate pid {pid}")
+    idmap_fds: dict[int, int] = {}
     try:
         ns = plan.namespaces
         if ns.creates("user"):
             t = time.monotonic()
             m = parent.expect(chn.USERNS_READY)
             namespaces.write_id_maps(m.data["pid"], ns)
+            if any(getattr(mo, "idmap", "") for mo in plan.rootfs.mounts):
+                # the init can't idmap a filesystem its user namespace doesn't own: do it here
+                idmap_fds = rootfs.open_idmapped_mounts(plan.rootfs, f"/proc/{m.data['pid']}/ns/user")
             parent.send(chn.ACK)
             log.stage("user-maps", t, f"uid_map {list(ns.uid_mappings)} gid_map {list(ns.gid_mappings)}")
         if plan.cgroup_path is not None:
@@ -117,20 +128,27 @@ def launch(plan, ctr, state_for_hooks, on_cgroup, on_network, reap_intermediate=
         from pyoci.state import proc_start_time
         ctr.data["pid_start"] = proc_start_time(st.init_pid)
         ctr.save()
-        parent.send(chn.ACK)
+        fault("after-namespaces")
+        parent.send(chn.ACK, fds=list(idmap_fds.values()), idmap=list(idmap_fds.keys()))
+        for fd in idmap_fds.values():
+            os.close(fd)
+        idmap_fds = {}
         if reap_intermediate:
             os.waitpid(pid, 0)
             st.intermediate = None
         log.debug(f"container init has pid {st.init_pid}")
 
         m = parent.expect(chn.SETUP_DONE)
+        fault("after-mounts")
         t = time.monotonic()
         if plan.network is not None:
             st.network_info = on_network(st.init_pid)
+            fault("after-network")
         state = state_for_hooks()
         for kind in ("prestart", "createRuntime"):
             if plan.hooks.get(kind):
                 th = time.monotonic()
+                fault("during-hooks")
                 hooks_mod.run_hooks(kind, plan.hooks[kind], state)
                 log.stage(f"hooks.{kind}", th, f"{len(plan.hooks[kind])} hook(s)")
         parent.send(chn.ACK, state=state)
@@ -162,6 +180,8 @@ def launch(plan, ctr, state_for_hooks, on_cgroup, on_network, reap_intermediate=
         log.stage("create", t0, "container init is waiting at the exec gate")
         return st, parent
     except BaseException:
+        for fd in idmap_fds.values():
+            os.close(fd)
         st.kill_init()
         parent.close()
         raise
@@ -217,7 +237,8 @@ def _intermediate(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
 def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
     stage = "init"
     try:
-        ch.expect(chn.ACK)  # the parent knows our pid
+        ack = ch.expect(chn.ACK)  # the parent knows our pid
+        mount_fds = dict(zip(ack.data.get("idmap") or [], ack.fds)) or None
         ns = plan.namespaces
         pp = plan.process
         if ns.creates("uts") or plan.hostname or plan.domainname:
@@ -235,7 +256,9 @@ def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
 
         stage = "rootfs"
         t = time.monotonic()
-        rootfs.prepare(plan.rootfs)
+        rootfs.prepare(plan.rootfs, mount_fds=mount_fds)
+        for fd in (mount_fds or {}).values():
+            os.close(fd)
         log.stage("rootfs.prepare", t, f"{len(getattr(plan.rootfs, 'mounts', ()))} mount(s)")
 
         ch.send(chn.SETUP_DONE)
