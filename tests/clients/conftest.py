@@ -96,6 +96,7 @@ def containerd_lane(client_runtime, busybox_archive):
 def podman(podman_lane, request):
     """Per scenario: brackets the runtime log keeper, removes the scenario's containers."""
     lane = podman_lane.lane
+    _check_budget(lane, "podman")
     lane.begin()
     podman_lane.mark()
     try:
@@ -113,6 +114,7 @@ def podman(podman_lane, request):
 @pytest.fixture
 def ctr(containerd_lane):
     lane = containerd_lane.lane
+    _check_budget(lane, "containerd")
     lane.begin()
     try:
         yield containerd_lane
@@ -121,6 +123,12 @@ def ctr(containerd_lane):
         lane.end()
         if leaks:
             raise lane.failure("cleanup: " + "; ".join(leaks))
+
+
+def _check_budget(lane: lanes.Lane, name: str) -> None:
+    if lane.budget_left() <= 0:
+        pytest.fail(f"not run: the {name} lane spent its time budget ({lanes.LANE_BUDGET:.0f}s, "
+                    "PYOCI_CLIENT_LANE_BUDGET) on earlier scenarios", pytrace=False)
 
 
 def pytest_runtest_logreport(report):

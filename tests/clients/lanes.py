@@ -40,6 +40,9 @@ JSON_RUNTIMES = ("crun", "runc", "kata", "runsc", "krun", "pyoci")
 IMAGE = "localhost/busybox:latest"
 CGROUP_ROOT = "/sys/fs/cgroup"          # the private cgroup2 mount of tests/conftest.py
 LOG_TAIL = 6000
+# bounds: one client command, and a whole lane (scenarios after the budget is spent fail fast)
+CMD_TIMEOUT = float(os.environ.get("PYOCI_CLIENT_TIMEOUT", "30"))
+LANE_BUDGET = float(os.environ.get("PYOCI_CLIENT_LANE_BUDGET", "240"))
 
 
 class LaneError(AssertionError):
@@ -187,6 +190,10 @@ class Lane:
         self.env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         self.env.setdefault("HOME", "/root")
         self.mounts_before = _mountpoints()
+        self.started = time.monotonic()
+
+    def budget_left(self) -> float:
+        return LANE_BUDGET - (time.monotonic() - self.started)
 
     # -- network namespace ---------------------------------------------------------------------
     def make_netns(self) -> None:
@@ -197,7 +204,7 @@ class Lane:
             raise LaneError("cannot make the lane's network namespace\n" + r.describe())
 
     # -- running commands ----------------------------------------------------------------------
-    def _exec(self, argv: list[str], *, timeout: float = 60, input: str | None = None,
+    def _exec(self, argv: list[str], *, timeout: float = CMD_TIMEOUT, input: str | None = None,
               env: dict | None = None, in_netns: bool = True, tty: bool = False) -> Result:
         full = (["nsenter", f"--net={self.netns}", "--"] if in_netns else []) + argv
         if tty:
@@ -338,6 +345,54 @@ def _read(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+class NetnsListener:
+    """A TCP listener inside a network namespace (a thread that setns()es itself there, so the
+    socket is bound and listening before anyone connects); collects what one client sends."""
+
+    def __init__(self, netns: Path, timeout: float = 20):
+        import socket
+        from pyoci.linux import libc
+        self.data = b""
+        self.error: str | None = None
+        self.port = 0
+        ready = threading.Event()
+
+        def serve():
+            try:
+                fd = os.open(netns, os.O_RDONLY)
+                try:
+                    libc.setns(fd, libc.CLONE_NEWNET, str(netns))   # this thread only
+                finally:
+                    os.close(fd)
+                srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                srv.bind(("0.0.0.0", 0))
+                srv.listen(1)
+                srv.settimeout(timeout)
+                self.port = srv.getsockname()[1]
+                ready.set()
+                conn, _ = srv.accept()
+                conn.settimeout(timeout)
+                with conn:
+                    while True:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        self.data += chunk
+                srv.close()
+            except Exception as e:     # reported by the test through .error
+                self.error = repr(e)
+            finally:
+                ready.set()
+
+        self.thread = threading.Thread(target=serve, name="netns-listener", daemon=True)
+        self.thread.start()
+        ready.wait(timeout)
+
+    def result(self, timeout: float = 20) -> bytes:
+        self.thread.join(timeout)
+        return self.data
 
 
 def _mountpoints() -> set[str]:
@@ -497,7 +552,7 @@ class Podman:
     def argv(self, *args: str) -> list[str]:
         return ["podman", "--runtime", self.runtime] + [str(a) for a in args]
 
-    def __call__(self, *args: str, timeout: float = 60, input: str | None = None,
+    def __call__(self, *args: str, timeout: float = CMD_TIMEOUT, input: str | None = None,
                  tty: bool = False, fd3: str | None = None) -> Result:
         argv = self.argv(*args)
         if fd3 is not None:
@@ -537,7 +592,7 @@ class Podman:
         names = self.created if names is None else names
         if not names:
             return None
-        r = self("rm", "-f", "-i", "-t", "0", *names, timeout=120)
+        r = self("rm", "-f", "-i", "-t", "0", *names, timeout=60)
         self.created = [n for n in self.created if n not in names]
         return r
 
@@ -591,7 +646,8 @@ class Containerd:
     def argv(self, *args: str) -> list[str]:
         return ["ctr", "-a", str(self.sock), "-n", self.namespace] + [str(a) for a in args]
 
-    def __call__(self, *args: str, timeout: float = 60, input: str | None = None, tty: bool = False) -> Result:
+    def __call__(self, *args: str, timeout: float = CMD_TIMEOUT, input: str | None = None,
+                 tty: bool = False) -> Result:
         return self.lane.run(self.argv(*args), timeout=timeout, input=input, tty=tty)
 
     def ok(self, *args: str, what: str = "", **kw) -> Result:
@@ -603,7 +659,7 @@ class Containerd:
                 "--cpu-shares", "0"]
 
     def run(self, name: str, *args: str, flags: tuple[str, ...] = (), rm: bool = True,
-            detach: bool = False, timeout: float = 60, input: str | None = None, tty: bool = False) -> Result:
+            detach: bool = False, timeout: float = CMD_TIMEOUT, input: str | None = None, tty: bool = False) -> Result:
         """ctr run [--rm] [-d] FLAGS <runtime flags> IMAGE NAME ARGS..."""
         self.created.append(name)
         argv = ["run"] + (["--rm"] if rm and not detach else []) + (["-d"] if detach else [])
@@ -611,7 +667,7 @@ class Containerd:
         return self(*argv, timeout=timeout, input=input, tty=tty)
 
     def task_status(self, name: str) -> str:
-        r = self("task", "ls", timeout=20)
+        r = self("task", "ls", timeout=15)
         for line in r.stdout.splitlines()[1:]:
             f = line.split()
             if f and f[0] == name:
@@ -632,10 +688,10 @@ class Containerd:
     def remove(self, name: str) -> list[Result]:
         out = []
         if self.task_status(name):
-            out.append(self("task", "kill", "-a", "-s", "SIGKILL", name, timeout=30))
-            self.wait_task_status(name, "STOPPED", 10)
-            out.append(self("task", "delete", "-f", name, timeout=30))
-        out.append(self("container", "delete", name, timeout=30))
+            out.append(self("task", "kill", "-a", "-s", "SIGKILL", name, timeout=15))
+            self.wait_task_status(name, "STOPPED", 5)
+            out.append(self("task", "delete", "-f", name, timeout=15))
+        out.append(self("container", "delete", name, timeout=15))
         return out
 
     def cleanup(self) -> list[str]:

@@ -52,6 +52,15 @@ def s_run_stdout(c, tmp):
 
 
 @scenario
+def s_run_no_leaked_fds(c, tmp):
+    # the shim leaks its ttrpc socket into the runtime as fd 3; the container must not get it
+    # ls is the container's process itself; its only other fd is the directory it lists
+    r = c.run(uniq("fds"), "ls", "-l", "/proc/self/fd")
+    fds = sorted(_fd_list(r.stdout))
+    c.lane.check(fds == [0, 1, 2, 3], f"the container process should have fds 0-2 (+ls's own 3), has {fds}", r)
+
+
+@scenario
 def s_run_tty(c, tmp):
     r = c.run(uniq("tty"), "sh", "-c", "tty; test -t 0 && test -t 1 && echo both-ttys", flags=("-t",), tty=True)
     c.lane.expect(r, rc=0, out_re=r"^/dev/pts/\d+$")
@@ -126,6 +135,9 @@ def _sleeper(c, tag, *flags, cmd=("sleep", "1000")):
     c.lane.expect(c.run(name, *cmd, flags=flags, detach=True), rc=0, what="ctr run -d")
     st = c.wait_task_status(name, "RUNNING")
     c.lane.check(st == "RUNNING", f"task {name} should be RUNNING, task ls says {st!r}")
+    # --runc-root R: the runtime under test keeps its state under R/<namespace>/<id>
+    state = c.runtime_root / c.namespace / name
+    c.lane.check(state.is_dir(), f"the runtime under test has no state dir {state}")
     return name
 
 
@@ -265,6 +277,16 @@ def _alive(pid):
             return False
         time.sleep(0.05)
     return True
+
+
+def _fd_list(ls_output: str) -> dict[int, str]:
+    """`ls -l /proc/self/fd` -> {fd: target} (ls's own directory fd has no readable target)."""
+    out = {}
+    for ln in ls_output.splitlines():
+        if ln.startswith("l"):
+            head, _, target = ln.partition(" -> ")
+            out[int(head.split()[-1])] = target
+    return out
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

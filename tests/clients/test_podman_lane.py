@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from clients.lanes import IMAGE, LaneError
+from clients.lanes import IMAGE, NetnsListener
 
 pytestmark = [pytest.mark.clients, pytest.mark.root]
 
@@ -94,9 +94,13 @@ def s_run_env_user_workdir(pm, tmp):
 # -- -d then exec ----------------------------------------------------------------------------
 def _sleeper(pm, tag, *extra):
     name = uniq(tag)
-    pm.run_detached(*extra, IMAGE, "sleep", "1000", name=name)
+    cid = pm.run_detached(*extra, IMAGE, "sleep", "1000", name=name)
     st = pm.wait_status(name, "running")
     pm.lane.check(st == "running", f"container {name} should be running, inspect says {st!r}")
+    # podman passes no --root: the runtime under test keeps its state in /run/<its name>/<id>
+    state = f"/run/{os.path.basename(pm.runtime)}/{cid}"
+    pm.lane.check(os.path.isdir(state), f"the runtime under test has no state dir {state}: "
+                  "is podman running another runtime?")
     return name
 
 
@@ -328,8 +332,21 @@ def s_uidmap(pm, tmp):
 def s_preserve_fds(pm, tmp):
     f = tmp / "fd3.txt"
     f.write_text("passed through fd 3\n")
-    r = pm("run", "--rm", "--preserve-fds", "1", IMAGE, "sh", "-c", "cat <&3; ls /proc/self/fd", fd3=str(f))
+    r = pm("run", "--rm", "--preserve-fds", "1", IMAGE, "sh", "-c", "cat <&3", fd3=str(f))
     pm.lane.expect(r, rc=0, out="passed through fd 3")
+    # fd 3 arrives as fd 3, and nothing else of the runtime's or conmon's leaks in (ls is the
+    # container's process itself; its only other fd is the directory it lists)
+    r = pm("run", "--rm", "--preserve-fds", "1", IMAGE, "ls", "-l", "/proc/self/fd", fd3=str(f))
+    fds = _fd_list(r.stdout)
+    pm.lane.check(sorted(fds) == [0, 1, 2, 3, 4] and fds[3].endswith("fd3.txt"),
+                  f"the container process should have fds 0-3 (+ls's own 4), has {fds}", r)
+
+
+@scenario
+def s_run_no_leaked_fds(pm, tmp):
+    r = pm("run", "--rm", IMAGE, "ls", "-l", "/proc/self/fd")
+    fds = sorted(_fd_list(r.stdout))
+    pm.lane.check(fds == [0, 1, 2, 3], f"the container process should have fds 0-2 (+ls's own 3), has {fds}", r)
 
 
 # -- networking ------------------------------------------------------------------------------
@@ -359,9 +376,6 @@ def s_network_none(pm, tmp):
 def s_network_bridge(pm, tmp):
     # default bridge network (netavark) inside the lane's own network namespace; the container
     # talks to a listener on the bridge's host side
-    import socket
-    import subprocess
-    port = 20000 + secrets.randbelow(20000)
     name = uniq("bridge")
     pm.run_detached(IMAGE, "sleep", "1000", name=name)
     addr = pm.lane.expect(pm("exec", name, "ip", "-4", "-o", "addr", "show", "eth0"), rc=0).stdout
@@ -369,24 +383,22 @@ def s_network_bridge(pm, tmp):
     route = pm.lane.expect(pm("exec", name, "ip", "route"), rc=0).stdout
     gw = [ln.split()[2] for ln in route.splitlines() if ln.startswith("default via")]
     pm.lane.check(bool(gw), f"no default route: {route!r}")
-    listener = subprocess.Popen(["nsenter", f"--net={pm.lane.netns}", "--", "/bin/busybox", "nc", "-l",
-                                 "-p", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
-    try:
-        r = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            r = pm("exec", name, "sh", "-c", f"echo hello-over-the-bridge | nc -w 2 {gw[0]} {port}", timeout=15)
-            if r.rc == 0:
-                break
-            time.sleep(0.2)
-        out, err = listener.communicate(timeout=10)
-    finally:
-        if listener.poll() is None:
-            listener.kill()
-            listener.wait(5)
-    pm.lane.check(b"hello-over-the-bridge" in out,
-                  f"the host side of the bridge ({gw[0]}:{port}) got {out!r} {err!r}", r)
+    listener = NetnsListener(pm.lane.netns)
+    pm.lane.check(listener.port > 0, f"cannot listen in the lane's netns: {listener.error}")
+    r = pm("exec", name, "sh", "-c", f"echo hello-over-the-bridge | nc -w 5 {gw[0]} {listener.port}")
+    got = listener.result()
+    pm.lane.check(b"hello-over-the-bridge" in got,
+                  f"the host side of the bridge ({gw[0]}:{listener.port}) got {got!r} {listener.error or ''}", r)
+
+
+def _fd_list(ls_output: str) -> dict[int, str]:
+    """`ls -l /proc/self/fd` -> {fd: target} (ls's own directory fd has no readable target)."""
+    out = {}
+    for ln in ls_output.splitlines():
+        if ln.startswith("l"):
+            head, _, target = ln.partition(" -> ")
+            out[int(head.split()[-1])] = target
+    return out
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
