@@ -238,3 +238,25 @@ def test_kill_all_signals_every_process(runtime, bundle):
     assert runtime.wait_status("ka1", "stopped")["status"] == "stopped"
     assert json.loads(runtime.ok("ps", "--format", "json", "ka1").stdout) == []
     runtime.ok("delete", "ka1")
+
+
+def test_foreground_run_with_a_terminal_proxies_it(runtime, bundle):
+    """`pyoci run` of a terminal container without --console-socket, from a terminal:
+    pyoci proxies its own terminal to the container's pty (raw mode, restored after)."""
+    bundle.process["terminal"] = True
+    bundle.set_args("sh", "-c", "tty; read x; echo got-$x; exit 6")
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen(runtime.argv("run", "--bundle", bundle.path, "fg1"),
+                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        out = _read_until(master, b"/dev/pts/0")
+        assert b"/dev/pts/0" in out
+        os.write(master, b"hello\r")
+        out += _read_until(master, b"got-")
+        out += _read_until(master, b"\n", timeout=5)
+        assert p.wait(timeout=30) == 6, out
+        assert b"got-hello" in out
+    finally:
+        os.close(master)
+    assert runtime.ids() == []
