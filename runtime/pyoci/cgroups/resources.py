@@ -12,15 +12,18 @@ v1-only settings that have no v2 meaning are errors (spec#132), reported as one
 from __future__ import annotations
 
 import math
-import re
-from typing import Callable
 
 from pyoci.errors import ConfigError, UsageError
 
 P = "linux.resources"
 # the controller that owns each interface file prefix ("cgroup." files need none)
 CONTROLLERS = ("cpu", "cpuset", "io", "memory", "hugetlb", "pids", "rdma", "misc")
-_PAGESIZE = re.compile(r"^[0-9]+[KMG]B$")
+
+
+def _is_pagesize(s) -> bool:
+    """<digits><K|M|G>B, e.g. 2MB, 1GB, 64KB (the hugetlb file name form)."""
+    return (isinstance(s, str) and len(s) >= 3 and s.endswith("B") and s[-2] in "KMG"
+            and s[:-2].isdigit() and s[:-2].isascii())
 
 
 def controller_of(filename: str) -> str | None:
@@ -89,7 +92,7 @@ def _num(v: int) -> str:
 
 # --- the table --------------------------------------------------------------------------
 def convert_resources(resources: dict | None,
-                      has_file: Callable[[str], bool] | None = None) -> dict[str, str]:
+                      has_file: "Callable[[str], bool] | None" = None) -> dict[str, str]:
     """OCI linux.resources → ordered {cgroup v2 file: value}. `devices` is not handled here
     (see cgroups.devices). Raises ConfigError listing every setting that cannot be converted."""
     if not resources:
@@ -281,7 +284,7 @@ def _hugetlb(limits, out, problems, has):
         where = f"{P}.hugepageLimits[{i}]"
         size = hp.get("pageSize") if isinstance(hp, dict) else None
         limit = hp.get("limit") if isinstance(hp, dict) else None
-        if not isinstance(size, str) or not _PAGESIZE.match(size):
+        if not _is_pagesize(size):
             problems.append(f"{where}.pageSize: must look like 2MB or 1GB, got {size!r}")
             continue
         if not isinstance(limit, int) or limit < 0:
@@ -327,7 +330,6 @@ def _unified(unified, out, problems):
 
 # --- runc update flags ------------------------------------------------------------------------
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(?:i?b)?$", re.I)
 
 
 def parse_bytes(value, flag: str) -> int:
@@ -337,7 +339,8 @@ def parse_bytes(value, flag: str) -> int:
     s = str(value).strip()
     if s == "-1":
         return -1
-    m = _SIZE.match(s)
+    import re
+    m = re.match(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(?:i?b)?$", s, re.I)
     if not m:
         raise UsageError(f"invalid value {value!r} for {flag}: expected a size like 64m or 1g")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

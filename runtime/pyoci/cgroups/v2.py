@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 
 from pyoci.errors import ConfigError, StageError, SyscallError
@@ -16,6 +15,7 @@ from pyoci.errors import ConfigError, StageError, SyscallError
 from .resources import controller_of, convert_resources, required_controllers
 
 STAGE = "cgroup"
+SIGKILL = 9          # (the signal module is not imported: it pulls in enum)
 U64_MAX = (1 << 64) - 1
 
 
@@ -323,12 +323,12 @@ class Cgroup:
             out.extend(int(x) for x in text.split())
         return out
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = SIGKILL) -> None:
         """SIGKILL everything in the cgroup (cgroup.kill; on kernels without it, SIGKILL every
         pid in cgroup.procs until none is left). Other signals are sent pid by pid."""
         if not self.exists():
             return
-        if sig == signal.SIGKILL:
+        if sig == SIGKILL:
             try:
                 self._write("cgroup.kill", "1")
                 return
@@ -337,7 +337,7 @@ class Cgroup:
                     return
                 if e.errno not in (errno.ENOENT, errno.EINVAL):
                     raise
-        for _ in range(10 if sig == signal.SIGKILL else 1):
+        for _ in range(10 if sig == SIGKILL else 1):
             pids = self.pids()
             if not pids:
                 return
@@ -346,7 +346,7 @@ class Cgroup:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            if sig != signal.SIGKILL:
+            if sig != SIGKILL:
                 return
             time.sleep(0.01)
 
