@@ -601,3 +601,47 @@ def test_bridge_shared_with_another_root_is_not_deleted_under_it(netns, tmp_path
     network.teardown(ib, "cb", root2)
     assert "tbr0" in host.links()  # root2 never owned it
     assert ib["veth"] not in host.links()
+
+
+@pytest.mark.root
+def test_cli_30_concurrent_creates_get_distinct_addresses(netns, runtime, tmp_path, busybox_rootfs):
+    host = netns()
+    n = 30
+    ids = [f"n{i}" for i in range(n)]
+    bundles = [_net_bundle(tmp_path / cid, busybox_rootfs, ["/bin/sleep", "60"], cid) for cid in ids]
+    logs = [open(tmp_path / f"{cid}.log", "w+") for cid in ids]
+    try:
+        procs = [subprocess.Popen(["nsenter", f"--net={host.path}",
+                                   *runtime.argv("run", "-d", "--bundle", str(b.path), cid)],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                 for cid, b, log in zip(ids, bundles, logs)]
+        codes = [p.wait(timeout=120) for p in procs]
+        for log in logs:
+            log.seek(0)
+        assert codes == [0] * n, [log.read() for log in logs]
+        states = [json.loads(_pyoci_in(host, runtime, "state", cid).stdout) for cid in ids]
+        assert all(s["status"] == "running" for s in states)
+        ips = {s["annotations"]["org.pyoci.network.ip"] for s in states}
+        assert len(ips) == n
+        assert set(Ipam(runtime.root, "10.213.9.0/24").leases()) == ips
+        veths = [l for l in host.links() if l.startswith("pyv")]
+        assert len(veths) == n
+        first, last = states[0], states[-1]
+        assert host.ping(first["annotations"]["org.pyoci.network.ip"])
+        assert host.ping(last["annotations"]["org.pyoci.network.ip"])
+        dels = [subprocess.Popen(["nsenter", f"--net={host.path}", *runtime.argv("delete", "--force", cid)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL) for cid in ids]
+        assert [p.wait(timeout=120) for p in dels] == [0] * n
+    finally:
+        for log in logs:
+            log.close()
+        try:
+            for cid in runtime.ids():
+                _pyoci_in(host, runtime, "delete", "--force", cid, check=False, timeout=30)
+        finally:
+            _kill_leftovers(runtime.root)
+    links = host.links()
+    assert not [l for l in links if l.startswith("pyv")] and "tbr9" not in links
+    assert Ipam(runtime.root, "10.213.9.0/24").leases() == {}
+    assert runtime.ids() == []
