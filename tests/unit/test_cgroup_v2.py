@@ -259,3 +259,48 @@ def test_bad_paths():
     for p in ("relative", "/a/../b", "/", ""):
         with pytest.raises(ConfigError):
             Cgroup(p, root="/nonexistent")
+
+
+def test_kill_falls_back_to_sigkill_per_pid_without_cgroup_kill(tmp_path):
+    import signal
+    files = [f for f in LEAF_FILES if f != "cgroup.kill"]
+    root, leaf = fake_tree(tmp_path, "/ctr", "", files=files)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.pause()
+        finally:
+            os._exit(0)
+    try:
+        (leaf / "cgroup.procs").write_text(f"{pid}\n")
+        Cgroup("/ctr", root=root).kill()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def test_kill_with_another_signal_goes_to_every_pid(tmp_path):
+    import signal
+    root, leaf = fake_tree(tmp_path, "/ctr", "")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        signal.signal(signal.SIGUSR1, lambda *a: (os.write(w, b"usr1"), os._exit(0)))
+        os.write(w, b"ready")
+        signal.pause()
+        os._exit(1)
+    os.close(w)
+    try:
+        assert os.read(r, 5) == b"ready"
+        (leaf / "cgroup.procs").write_text(f"{pid}\n")
+        Cgroup("/ctr", root=root).kill(signal.SIGUSR1)
+        assert os.read(r, 4) == b"usr1"
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        os.close(r)
