@@ -19,14 +19,13 @@ through the bridge, and an ``/etc/hosts`` line for the container in its rootfs. 
 the machine: no NAT, and IPv4 forwarding is switched off on a bridge this runtime creates, so
 packets from containers are bridged to each other or delivered to the host, never routed on.
 
-pyroute2 is imported lazily, inside setup/teardown only.
+pyroute2 is imported lazily, inside setup/teardown only (so are hashlib and ipaddress: the
+child imports this module for loopback_up on every container with a new netns).
 """
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
-import ipaddress
 import os
 import socket
 import stat
@@ -127,6 +126,7 @@ def ifname_problem(name: object, template_ok: bool = False) -> str | None:
 def plan_network(config: dict) -> NetworkPlan | None:
     """Network work beyond `lo` that config asks for, or None. Raises ConfigError naming the
     JSON path and the rule for every problem."""
+    import ipaddress
     linux = config.get("linux") or {}
     annotations = config.get("annotations") or {}
     problems: list[str] = []
@@ -223,6 +223,7 @@ def plan_network(config: dict) -> NetworkPlan | None:
 # ---------------------------------------------------------------------------------------------
 def host_veth_name(root_dir: str, container_id: str) -> str:
     """Deterministic host-side veth name (so teardown finds it even without saved info)."""
+    import hashlib
     digest = hashlib.sha256(f"{os.path.abspath(root_dir)}\0{container_id}".encode()).hexdigest()
     return "pyv" + digest[:12]
 
