@@ -63,6 +63,12 @@ def runtime_under_test() -> str:
     return path
 
 
+def default_state_root(runtime: str) -> str | None:
+    """Where the runtime keeps container state when the client passes no --root (podman)."""
+    name = os.path.basename(os.path.realpath(runtime))
+    return {"pyoci": "/run/pyoci", "runc": "/run/runc", "crun": "/run/crun"}.get(name)
+
+
 def missing_tools(*names: str) -> list[str]:
     return [n for n in names if shutil.which(n) is None]
 
@@ -545,9 +551,9 @@ class Podman:
     def leaks(self, ids: set[str]) -> list[str]:
         """Runtime leftovers of removed containers: cgroup (cgroupfs: libpod_parent/libpod-<id>)
         and state dir (<default root>/<id>: podman passes no --root)."""
-        rt_root = "/run/" + os.path.basename(self.lane.runtime)
+        rt_root = default_state_root(self.lane.runtime)
         return reclaim_leaks([f"libpod_parent/libpod-{i}" for i in sorted(ids)],
-                             [f"{rt_root}/{i}" for i in sorted(ids)])
+                             [f"{rt_root}/{i}" for i in sorted(ids)] if rt_root else [])
 
     def argv(self, *args: str) -> list[str]:
         return ["podman", "--runtime", self.runtime] + [str(a) for a in args]
@@ -604,8 +610,15 @@ class Podman:
         left = self("ps", "-a", "-q", timeout=60)
         if left.stdout.strip():
             problems.append(f"containers left after rm -a -f: {left.stdout.split()}")
-        # wait for conmon processes of this lane to go (they hold the container's mounts)
-        _wait_for_no_process(lambda cmd: "conmon" in cmd and str(self.dir) in cmd, 15)
+        # every container of the lane: leftovers of the runtime (cgroup, state dir)
+        self._events_offset = 0
+        problems += self.leaks(self.container_ids())
+        # conmon exits with its container; kill (by pid) any of this lane's that did not
+        is_ours = lambda cmd: "conmon" in cmd and str(self.dir) in cmd  # noqa: E731
+        if not _wait_for_no_process(is_ours, 15):
+            for pid in _pids_matching(is_ours):
+                problems.append(f"conmon {pid} still running after rm -a -f; killed")
+                _kill_pid(pid)
         return problems
 
 
