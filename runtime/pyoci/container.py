@@ -51,9 +51,17 @@ def _write_pid_file(path: str, pid: int) -> None:
 
 
 def _signal_init(ctr: st.Container, sig: int) -> None:
-    """Signal the init through a pidfd after checking its start time (never a reused pid)."""
+    """Signal the init through a pidfd after checking its start time (never a reused pid:
+    the pidfd pins the process, the start time proves it is the container's)."""
     pid = ctr.pid
-    fd = libc.pidfd_open(pid)
+    if pid <= 0:
+        raise StateError("container not running")
+    try:
+        fd = libc.pidfd_open(pid)
+    except SyscallError as e:
+        if e.errno == errno.ESRCH:
+            raise StateError("container not running") from None
+        raise
     try:
         if not ctr.init_alive():
             raise StateError("container not running")
@@ -230,6 +238,12 @@ def _release_gate(ctr: st.Container, timeout: float = 30.0) -> None:
     except FileNotFoundError:
         raise StateError("cannot start an already running container") from None
     try:
+        # the init's open() is bound to the fifo already: unlink at once, so that from now
+        # on the status never says "created" for a container that may be past its gate
+        try:
+            os.unlink(ctr.fifo_path)
+        except FileNotFoundError:
+            pass
         deadline = time.monotonic() + timeout
         p = select.poll()
         p.register(fd, select.POLLIN)
@@ -247,25 +261,24 @@ def _release_gate(ctr: st.Container, timeout: float = 30.0) -> None:
                 raise StageError("start", "the container process did not reach the exec gate in time")
     finally:
         os.close(fd)
-    os.unlink(ctr.fifo_path)
 
 
 def _guard_corrupt(ctr: st.Container) -> None:
     if ctr.data.get("_corrupt"):
-        raise StateError(f"container {ctr.id}: {ctr.data['_corrupt']}")
+        raise StateError(f"container {ctr.id}: {ctr.data['_corrupt']}; its processes may still "
+                         f"run: `delete --force {ctr.id}` kills them and removes the container")
 
 
 def state(root: str, cid: str) -> dict:
     ctr = st.Container.load(root, cid, lock=False)
     _guard_corrupt(ctr)
-    if not ctr.data:
-        raise StateError(f"container {cid}: state.json is missing")
     return ctr.oci_state()
 
 
 def kill(root: str, cid: str, sig: int, all_procs: bool = False) -> None:
     ctr = st.Container.load(root, cid)
     try:
+        _guard_corrupt(ctr)
         status = ctr.status()
         if all_procs:
             cg = _cgroup(ctr)
@@ -288,6 +301,9 @@ def kill(root: str, cid: str, sig: int, all_procs: bool = False) -> None:
 
 
 def delete(root: str, cid: str, force: bool = False) -> None:
+    """Delete a stopped container; with force, kill whatever still runs first. Also works
+    on a half-made container (a create killed midway shows as stopped) and, with force, on
+    one whose state.json is missing or damaged (cleanup.json, else the id's default cgroup)."""
     try:
         ctr = st.Container.load(root, cid)
     except NotFound:
@@ -296,27 +312,42 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         raise
     try:
         status = ctr.status()
-        if status not in ("stopped",) and not (force or status == "unknown" and force):
-            if status == "creating" and not _creator_alive(ctr):
-                pass
-            else:
-                st.check_transition("delete", status, cid)
+        if not force and status != "stopped":
+            _guard_corrupt(ctr)
+            st.check_transition("delete", status, cid)
         _destroy(ctr, force_kill=True, run_poststop=True)
     finally:
         ctr.unlock()
 
 
 def _creator_alive(ctr: st.Container) -> bool:
-    pid = ctr.data.get("creator_pid")
-    if not pid or pid == os.getpid():
-        return False
-    return st.proc_start_time(pid) == ctr.data.get("creator_start")
+    """Another process is still running `create` for this container."""
+    return ctr.data.get("creator_pid") != os.getpid() and ctr.creator_alive()
+
+
+def _cleanup_cgroup(ctr: st.Container):
+    """The container's cgroup for cleanup: as recorded (with the ancestors create made), or,
+    when no record survived, the id's default cgroup if it exists."""
+    from pyoci.cgroups import Cgroup
+    path = ctr.data.get("cgroup_path")
+    if path:
+        return Cgroup(path, root=ctr.data.get("cgroup_root"),
+                      created_dirs=ctr.data.get("cgroup_created") or None)
+    if not ctr.data.get("_corrupt"):
+        return None
+    from pyoci.cgroups import cgroup_root, resolve_path
+    try:
+        cg = Cgroup(resolve_path(None, ctr.id), root=cgroup_root())
+    except PyociError:
+        return None
+    return cg if cg.exists() else None
 
 
 def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
     """Kill whatever is left, then remove cgroup, network, state dir. Tolerates a
-    half-made container: only what state.json recorded is undone."""
-    cg = _cgroup(ctr)
+    half-made container: only what the state recorded is undone (when the state is lost,
+    what cleanup.json recorded, else what the id alone names)."""
+    cg = _cleanup_cgroup(ctr)
     if force_kill:
         if cg is not None and cg.exists():
             try:
@@ -337,7 +368,11 @@ def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
         except PyociError as e:
             log.warning(f"removing cgroup: {e}")
     net = ctr.data.get("network")
-    if net:
+    if not net and ctr.data.get("_corrupt"):
+        from pyoci.ipam import subnets_with_leases_of
+        if subnets_with_leases_of(ctr.root, ctr.id):
+            net = {}
+    if net is not None:
         try:
             from pyoci import network
             network.teardown(net, ctr.id, ctr.root)
@@ -531,9 +566,12 @@ def list_states(root: str) -> list[dict]:
             ctr = st.Container.load(root, cid, lock=False)
         except (NotFound, PyociError):
             continue
-        if ctr.data.get("_corrupt") or not ctr.data:
-            out.append({"ociVersion": "", "id": cid, "pid": 0, "status": "unknown", "bundle": "",
-                        "rootfs": "", "created": "", "owner": ""})
+        if ctr.data.get("_corrupt"):
+            # state.json is lost: say so, with what cleanup.json still knows
+            d = ctr.data
+            out.append({"ociVersion": "", "id": cid, "pid": ctr.pid if ctr.init_alive() else 0,
+                        "status": "unknown", "bundle": d.get("bundle", ""), "rootfs": "",
+                        "created": "", "owner": ""})
             continue
         out.append(ctr.oci_state())
     return out

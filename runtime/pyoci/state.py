@@ -1,11 +1,19 @@
 """Container state: /run/pyoci/<id>/state.json, an exclusive lock per id, one transition table.
 
 On disk (all in the container's state dir):
-  state.json  the persisted record (written to a temp file, fsync'd, renamed: never torn)
-  exec.fifo   the exec gate between `create` and `start` (present = not started yet)
-  .lock       flock()ed by every operation on the id
+  state.json    the persisted record (written to a temp file, fsync'd, renamed: never torn)
+  cleanup.json  a second, small record of what exists (creator, cgroup, init pid + start
+                time, network, image), rewritten only when one of those changes: when
+                state.json is lost or damaged, `delete --force` still finds everything
+  exec.fifo     the exec gate between `create` and `start` (present = not started yet)
+  .lock         flock()ed by every operation on the id
 
-The status a user sees is derived, the way runc does it: "creating" while create runs;
+A state dir disappears atomically: remove() first renames it to a hidden `.trash-*` name (so
+a concurrent operation sees either the whole container or none), then deletes it.
+
+The status a user sees is derived, the way runc does it: "creating" while create runs
+(its creator process, pid + start time, is alive); a create that died half-way is "stopped"
+(pid 0): it can never be started, only deleted, and deleting it removes whatever it made;
 else, if the init process (pid + its start time, so a reused pid is never mistaken for
 the container) is alive: "created" while exec.fifo exists, "paused" when its cgroup is
 frozen, else "running"; otherwise "stopped".
@@ -26,6 +34,11 @@ DEFAULT_ROOT = "/run/pyoci"
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
 LOCK = ".lock"
+CLEANUP_FILE = "cleanup.json"
+TRASH_PREFIX = ".trash-"
+# what a cleanup needs, kept twice (state.json and cleanup.json)
+CLEANUP_KEYS = ("id", "bundle", "creator_pid", "creator_start", "cgroup_path", "cgroup_root",
+                "cgroup_dir", "cgroup_created", "pid", "pid_start", "network", "image")
 
 _ID_RE = re.compile(r"^[\w+\-.]+$")
 MAX_ID_LEN = 1024
@@ -143,6 +156,9 @@ class Container:
 
     @classmethod
     def load(cls, root: str, cid: str, lock: bool = True) -> "Container":
+        """Load the state. A state.json that is missing or does not parse is not an error
+        here: `data` then holds what cleanup.json recorded, plus `_corrupt` (the reason), so
+        `state` can explain and `delete --force` can still clean up."""
         c = cls(root, cid)
         if not os.path.isdir(c.dir):
             raise NotFound(cid)
@@ -151,53 +167,88 @@ class Container:
                 c.lock()
             except FileNotFoundError:
                 raise NotFound(cid) from None
+        path = os.path.join(c.dir, STATE_FILE)
         try:
-            with open(os.path.join(c.dir, STATE_FILE), "rb") as f:
+            with open(path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            c.data = {}
+            if not os.path.isdir(c.dir):       # removed while we looked
+                c.unlock()
+                raise NotFound(cid) from None
+            if not lock and c.busy():
+                # create has made the dir and holds the lock but has not saved yet
+                c.data = {"id": cid, "status": "creating", "_busy": True}
+                return c
+            c._recover(f"{path} is missing")
+            return c
+        except OSError as e:
+            c._recover(f"{path} cannot be read: {os.strerror(e.errno or 0)}")
             return c
         try:
-            c.data = json.loads(raw)
-            if not isinstance(c.data, dict):
-                raise ValueError("not an object")
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
         except ValueError as e:
-            c.data = {"_corrupt": f"state.json is corrupt: {e}"}
+            what = "empty" if not raw.strip() else f"corrupt ({e})"
+            c._recover(f"{path} is {what}")
+            return c
+        c.data = data
         return c
 
+    def _recover(self, why: str) -> None:
+        data = {}
+        try:
+            with open(os.path.join(self.dir, CLEANUP_FILE), "rb") as f:
+                rec = json.loads(f.read())
+            if isinstance(rec, dict):
+                data = {k: rec[k] for k in CLEANUP_KEYS if k in rec}
+        except (OSError, ValueError):
+            why += f"; {CLEANUP_FILE} is unusable too"
+        data["_corrupt"] = why
+        self.data = data
+
+    def busy(self) -> bool:
+        """True when another process holds this container's lock right now."""
+        try:
+            fd = os.open(os.path.join(self.dir, LOCK), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     def save(self) -> None:
-        tmp = os.path.join(self.dir, f".{STATE_FILE}.{os.getpid()}")
+        self._write(STATE_FILE, self.data)
+        rec = {k: self.data[k] for k in CLEANUP_KEYS if k in self.data}
+        if rec != getattr(self, "_cleanup_saved", None):
+            self._write(CLEANUP_FILE, rec)
+            self._cleanup_saved = rec
+
+    def _write(self, name: str, data: dict) -> None:
+        tmp = os.path.join(self.dir, f".{name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, json.dumps(self.data, indent=None, separators=(",", ":")).encode())
+            os.write(fd, json.dumps(data, indent=None, separators=(",", ":")).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, os.path.join(self.dir, STATE_FILE))
+        os.rename(tmp, os.path.join(self.dir, name))
 
     def remove(self) -> None:
-        """Remove the state dir (the caller holds the lock; the lock file goes last)."""
-        for name in os.listdir(self.dir):
-            if name == LOCK:
-                continue
-            p = os.path.join(self.dir, name)
-            try:
-                if os.path.isdir(p) and not os.path.islink(p):
-                    import shutil
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    os.unlink(p)
-            except FileNotFoundError:
-                pass
+        """Remove the state dir (the caller holds the lock). The dir is first renamed to a
+        hidden trash name, so other processes see the container vanish at once (a waiter on
+        the lock then finds it gone), and a new create of the same id can proceed."""
+        trash = os.path.join(self.root, f"{TRASH_PREFIX}{self.id}.{os.getpid()}.{time.monotonic_ns()}")
         try:
-            os.unlink(os.path.join(self.dir, LOCK))
+            os.rename(self.dir, trash)
         except FileNotFoundError:
-            pass
-        try:
-            os.rmdir(self.dir)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise
+            return
+        _rmtree(trash)
+        sweep_trash(self.root)
 
     # --- derived status -----------------------------------------------------------
     @property
@@ -215,12 +266,20 @@ class Container:
     def fifo_path(self) -> str:
         return os.path.join(self.dir, FIFO)
 
+    def creator_alive(self) -> bool:
+        """The process running `create` for this container (never this process) is alive."""
+        pid = self.data.get("creator_pid")
+        if not pid or pid == os.getpid():
+            return pid == os.getpid()
+        return proc_start_time(pid) == self.data.get("creator_start")
+
     def status(self) -> str:
         if self.data.get("_corrupt"):
             return "unknown"
         persisted = self.data.get("status", "creating")
         if persisted == "creating":
-            return "creating"
+            # a create killed half-way never finishes: nothing of it may run any more
+            return "creating" if self.data.get("_busy") or self.creator_alive() else "stopped"
         if not self.init_alive():
             return "stopped"
         if os.path.exists(self.fifo_path):
@@ -259,6 +318,22 @@ class Container:
         if d.get("annotations"):
             out["annotations"] = d["annotations"]
         return out
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_trash(root: str) -> None:
+    """Remove trash dirs that a delete killed half-way left behind."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for n in names:
+        if n.startswith(TRASH_PREFIX):
+            _rmtree(os.path.join(root, n))
 
 
 def list_ids(root: str) -> list[str]:
