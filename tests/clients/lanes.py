@@ -69,6 +69,31 @@ def default_state_root(runtime: str) -> str | None:
     return {"pyoci": "/run/pyoci", "runc": "/run/runc", "crun": "/run/crun"}.get(name)
 
 
+def doc_code_blocks(doc: Path, heading: str, lang: str) -> list[str]:
+    """The ```lang blocks of a markdown file's section `heading` (up to the next heading of the
+    same or a higher level)."""
+    lines = doc.read_text().splitlines()
+    level, start = None, None
+    for i, ln in enumerate(lines):
+        if ln.lstrip("#") != ln and ln.lstrip("#").strip() == heading:
+            level, start = len(ln) - len(ln.lstrip("#")), i + 1
+            break
+    if start is None:
+        raise LaneError(f"{doc}: no heading {heading!r}")
+    blocks, cur = [], None
+    for ln in lines[start:]:
+        if cur is None and ln.startswith("#") and len(ln) - len(ln.lstrip("#")) <= level:
+            break
+        if cur is None and ln.strip() == "```" + lang:
+            cur = []
+        elif cur is not None and ln.strip() == "```":
+            blocks.append("\n".join(cur) + "\n")
+            cur = None
+        elif cur is not None:
+            cur.append(ln)
+    return blocks
+
+
 def missing_tools(*names: str) -> list[str]:
     return [n for n in names if shutil.which(n) is None]
 
@@ -215,6 +240,7 @@ class Lane:
         full = (["nsenter", f"--net={self.netns}", "--"] if in_netns else []) + argv
         if tty:
             r = _run_pty(full, timeout=timeout, env=env or self.env, input=input)
+            r.argv = argv
         else:
             t0 = time.monotonic()
             try:
@@ -665,6 +691,49 @@ class Containerd:
 
     def ok(self, *args: str, what: str = "", **kw) -> Result:
         return self.lane.expect(self(*args, **kw), rc=0, what=what or f"ctr {' '.join(args[:2])}")
+
+    def check_config(self, snippet: str, name: str = "cri") -> tuple[Result, Path]:
+        """Starts a second, throwaway containerd whose config is `snippet` plus private paths
+        and returns (`ctr plugins ls`, its log). Stopped by pid before returning."""
+        d = self.lane.base / name
+        d.mkdir(parents=True, exist_ok=True)
+        config = d / "config.toml"
+        config.write_text(f'root = "{d}/root"\nstate = "{d}/state"\n' + snippet + f"""
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+""")
+        log = d / "containerd.log"
+        with open(log, "ab") as logf:
+            proc = subprocess.Popen(["nsenter", f"--net={self.lane.netns}", "--", "containerd",
+                                     "--config", str(config)], stdin=subprocess.DEVNULL,
+                                    stdout=logf, stderr=logf, env=self.lane.env)
+        ctr = ["ctr", "-a", f"{d}/c.sock"]
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                r = self.lane.run(ctr + ["version"], timeout=5)
+                if r.rc == 0 or proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            if r.rc == 0:
+                r = self.lane.run(ctr + ["plugins", "ls"], timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+        return r, log
 
     def run_flags(self) -> list[str]:
         # --cpu-shares 0: cgroup v2 here has no cpu controller (CONTRACT §5)

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from clients.lanes import REPO, doc_code_blocks
+
 pytestmark = [pytest.mark.clients, pytest.mark.root]
 
 SCENARIOS = {}
@@ -263,6 +265,29 @@ def s_join_netns(c, tmp):
     want = os.readlink(f"/proc/{pid}/ns/net")
     r = c.run(uniq("net-b"), "readlink", "/proc/self/ns/net", flags=("--with-ns", f"network:/proc/{pid}/ns/net"))
     c.lane.expect(r, rc=0, out=want)
+
+
+@scenario
+def s_cri_config_from_docs(c, tmp):
+    # docs/clients.md's CRI snippet must load in containerd 1.6 (cri plugin "ok"), and its
+    # RuntimeClass handler must name a runtime of that snippet
+    import re
+    doc = REPO / "docs" / "clients.md"
+    toml = doc_code_blocks(doc, "CRI (Kubernetes nodes)", "toml")
+    c.lane.check(len(toml) == 1, f"{doc}: expected one toml block under 'CRI (Kubernetes nodes)', found {len(toml)}")
+    r, log = c.check_config(toml[0])
+    c.lane.extra_logs.append(log)
+    try:
+        c.lane.expect(r, rc=0, out_re=r"^io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok\s*$",
+                      what="the documented CRI config should load")
+    finally:
+        c.lane.extra_logs.remove(log)
+    handlers = set(re.findall(r'containerd\.runtimes\.([a-z0-9-]+)\]', toml[0]))
+    yaml = doc_code_blocks(doc, "Kubernetes RuntimeClass", "yaml")
+    classes = re.findall(r"^handler:\s*(\S+)", "".join(yaml), re.M)
+    c.lane.check(classes and all(h in handlers for h in classes),
+                 f"RuntimeClass handlers {classes} must be CRI runtimes of the snippet {sorted(handlers)}")
+    c.lane.check("pyoci" in handlers, f"the snippet defines no pyoci runtime: {sorted(handlers)}")
 
 
 def _alive(pid):
