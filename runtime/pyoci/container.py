@@ -238,12 +238,6 @@ def _release_gate(ctr: st.Container, timeout: float = 30.0) -> None:
     except FileNotFoundError:
         raise StateError("cannot start an already running container") from None
     try:
-        # the init's open() is bound to the fifo already: unlink at once, so that from now
-        # on the status never says "created" for a container that may be past its gate
-        try:
-            os.unlink(ctr.fifo_path)
-        except FileNotFoundError:
-            pass
         deadline = time.monotonic() + timeout
         p = select.poll()
         p.register(fd, select.POLLIN)
@@ -261,6 +255,8 @@ def _release_gate(ctr: st.Container, timeout: float = 30.0) -> None:
                 raise StageError("start", "the container process did not reach the exec gate in time")
     finally:
         os.close(fd)
+    # (unlinked only now: the init may not have opened its end yet when start begins)
+    os.unlink(ctr.fifo_path)
 
 
 def _guard_corrupt(ctr: st.Container) -> None:
