@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from clients.lanes import IMAGE, NetnsListener, default_state_root
+from clients.lanes import IMAGE, REPO, NetnsListener, default_state_root, doc_code_blocks
 
 pytestmark = [pytest.mark.clients, pytest.mark.root]
 
@@ -89,6 +89,24 @@ def s_run_env_user_workdir_hostname(pm, tmp):
     r = pm("run", "--rm", "--env", "FOO=bar", "--user", "65534:65534", "--workdir", "/tmp",
            "--hostname", "lane-host", IMAGE, "sh", "-c", 'echo "$FOO $(id -u):$(id -g) $(pwd) $(hostname)"')
     pm.lane.expect(r, rc=0, out="bar 65534:65534 /tmp lane-host")
+
+
+@scenario
+def s_runtime_by_name(pm, tmp):
+    # docs/clients.md registers pyoci in containers.conf ([engine.runtimes] + runtime_supports_json);
+    # the lane's containers.conf does the same, so `--runtime pyoci` (a name) must resolve to it
+    import tomllib
+    doc = REPO / "docs" / "clients.md"
+    blocks = doc_code_blocks(doc, "podman", "toml")
+    pm.lane.check(len(blocks) == 1, f"{doc}: expected one toml block under 'podman', found {len(blocks)}")
+    conf = tomllib.loads(blocks[0])
+    pm.lane.check("pyoci" in conf["engine"]["runtime_supports_json"] and conf["engine"]["runtimes"]["pyoci"],
+                  f"the documented containers.conf does not register pyoci: {conf}")
+    name = ["podman", "--runtime", "pyoci"]
+    r = pm.lane.run(name + ["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Host.OCIRuntime.Path}}"],
+                    env=pm.env)
+    pm.lane.expect(r, rc=0, out=f"pyoci {pm.runtime}")
+    pm.lane.expect(pm.lane.run(name + ["run", "--rm", IMAGE, "echo", "by-name"], env=pm.env), rc=0, out="by-name")
 
 
 # -- -d then exec ----------------------------------------------------------------------------
