@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from pyoci._record import dataclass, field
 
 from pyoci.errors import PyociError, StageError, SyscallError
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 
 from pyoci.errors import HookError
 
@@ -26,6 +25,7 @@ KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "post
 
 
 def run_hook(kind: str, index: int, hook: dict, state: dict) -> None:
+    import subprocess  # lazily: most containers have no hooks (process.py preloads it for the child)
     path = hook["path"]
     args = hook.get("args") or [path]
     env = {}

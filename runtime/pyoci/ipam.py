@@ -25,7 +25,7 @@ import ipaddress
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from pyoci._record import dataclass
 
 from pyoci.errors import StageError, SyscallError
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from dataclasses import dataclass, field
+from pyoci._record import dataclass, field
 
 from pyoci.errors import ConfigError
 from pyoci.linux.libc import (

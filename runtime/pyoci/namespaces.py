@@ -3,7 +3,7 @@ time offsets. Runs in the intermediate process (except write_id_maps: parent sid
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from pyoci._record import dataclass
 
 from pyoci.errors import StageError, SyscallError
 from pyoci.linux import libc

@@ -31,7 +31,7 @@ import socket
 import stat
 import struct
 from contextlib import contextmanager
-from dataclasses import dataclass
+from pyoci._record import dataclass
 
 from pyoci.errors import ConfigError, PyociError, StageError, SyscallError
 

@@ -8,8 +8,8 @@ the cgroup path, the network plan, the hooks. The child only carries the plan ou
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from pyoci._record import dataclass, field
+
 
 from pyoci.namespaces import NamespacePlan, build_namespace_plan
 
@@ -38,12 +38,12 @@ class LaunchPlan:
     namespaces: NamespacePlan
     hostname: str | None
     domainname: str | None
-    rootfs: Any                       # mounts.RootfsPlan
-    process: Any                      # security.ProcessPlan
-    seccomp: Any = None               # seccomp.SeccompProgram | None
+    rootfs: object                       # mounts.RootfsPlan
+    process: object                      # security.ProcessPlan
+    seccomp: object = None             # seccomp.SeccompProgram | None
     cgroup_path: str | None = None    # relative to the cgroup2 mount
     resources: dict | None = None     # linux.resources (parent side only)
-    network: Any = None               # network.NetworkPlan | None
+    network: object = None             # network.NetworkPlan | None
     hooks: dict = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
     console_socket: str | None = None

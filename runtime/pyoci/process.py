@@ -19,7 +19,6 @@ import time
 
 # Imported here, in the parent, so the child never imports after pivot_root.
 import json  # noqa: F401  (channel, hooks)
-import subprocess  # noqa: F401  (createContainer/startContainer hooks in the child)
 
 from pyoci import channel as chn
 from pyoci import hooks as hooks_mod
@@ -41,7 +40,8 @@ def _preload_child_modules(plan) -> None:
         from pyoci import seccomp  # noqa: F401
     if "network" in plan.namespaces.new:
         from pyoci import network  # noqa: F401
-    import encodings.idna  # noqa: F401  (lazily imported by socket/str ops)
+    if plan.hooks.get("createContainer") or plan.hooks.get("startContainer"):
+        import subprocess  # noqa: F401  (the child runs these hooks after pivot_root)
 
 
 class Launch:

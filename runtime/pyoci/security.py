@@ -29,7 +29,7 @@ import json
 import os
 import signal
 import stat
-from dataclasses import dataclass, field
+from pyoci._record import dataclass, field
 from typing import NamedTuple, NoReturn
 
 from pyoci import caps as _caps
@@ -685,15 +685,43 @@ def _setgroups_allowed() -> bool:
 
 
 def _chdir(cwd: str, final: bool) -> bool:
-    """True when done; False when it failed for lack of permission and may work as the user."""
+    """True when done; False when it failed for lack of permission and may work as the user.
+
+    CVE-2024-21626 class: cwd is resolved inside the container's root (openat2 RESOLVE_IN_ROOT
+    from "/", which refuses magic links such as /proc/self/fd/N: they could name a runtime
+    fd that is still open here, e.g. a host directory), entered with fchdir, and the result is
+    checked to be reachable from the root (getcwd fails for a directory outside it)."""
+    def fail(err: int, detail: str = "") -> StageError:
+        return StageError("cwd", f'chdir to cwd ("{cwd}") set in config.json failed: '
+                                 f"{os.strerror(err).lower()}{detail}")
     try:
-        os.chdir(cwd)
-        return True
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = libc.openat2(root, cwd, os.O_PATH | os.O_DIRECTORY, resolve=libc.RESOLVE_IN_ROOT)
+        finally:
+            os.close(root)
+    except SyscallError as e:
+        if not final and e.errno in (_errno.EACCES, _errno.EPERM):
+            return False
+        if e.errno in (_errno.ELOOP, _errno.EXDEV):
+            raise fail(e.errno, " (a magic link or a path that leads out of the container's "
+                                "root)") from None
+        raise fail(e.errno) from None
+    try:
+        os.fchdir(fd)
     except OSError as e:
         if not final and e.errno in (_errno.EACCES, _errno.EPERM):
             return False
-        raise StageError("cwd", f'chdir to cwd ("{cwd}") set in config.json failed: '
-                                f"{os.strerror(e.errno).lower()}") from None
+        raise fail(e.errno) from None
+    finally:
+        os.close(fd)
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = ""
+    if not here.startswith("/"):
+        raise StageError("cwd", f'cwd ("{cwd}") set in config.json is outside the container\'s root')
+    return True
 
 
 def switch_identity(pp: ProcessPlan) -> list[str]:

@@ -7,9 +7,7 @@ syscall numbers (the target of this project); other arches can extend _NR.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 
 from pyoci.errors import SyscallError
 
@@ -30,7 +28,7 @@ _NR_AARCH64 = {
     "fsopen": 430, "fsconfig": 431, "fsmount": 432, "pidfd_open": 434, "close_range": 436,
     "openat2": 437, "mount_setattr": 442, "capget": 90, "capset": 91,
 }
-NR = _NR_AARCH64 if platform.machine() in ("aarch64", "arm64") else _NR_X86_64
+NR = _NR_AARCH64 if os.uname().machine in ("aarch64", "arm64") else _NR_X86_64
 
 # --- namespace flags ----------------------------------------------------------------
 CLONE_NEWTIME = 0x00000080
