@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import io
 import json
 import os
 import shutil
@@ -100,17 +101,50 @@ def _sweep_cgroups(before: set[str]) -> list[str]:
     return leaked
 
 
-def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.stdout) -> dict:
-    load_checks()
+@contextlib.contextmanager
+def workspace():
+    """A private shared tmpfs with the compiled probe and the busybox rootfs template."""
     base = Path(tempfile.mkdtemp(prefix="conformance-", dir="/tmp"))
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "conformance", str(base)], check=True, timeout=30)
     subprocess.run(["mount", "--make-shared", str(base)], check=True, timeout=30)
-    results: dict[str, dict] = {}
-    counts = {"pass": 0, "fail": 0, "skip": 0}
     try:
         probe = build_probe(base)
-        template = build_rootfs_template(base, probe)
-        ctx = Ctx(runtime, base, template)
+        yield base, build_rootfs_template(base, probe)
+    finally:
+        with contextlib.suppress(Exception):
+            subprocess.run(["umount", "-R", "-l", str(base)], timeout=60, capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _sweep_processes(work: Path) -> list[int]:
+    """Kill processes whose root directory lies in this run's bundles (containers nobody deleted)."""
+    killed = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            root = os.readlink(f"/proc/{d}/root")
+        except OSError:
+            continue
+        if root.startswith(str(work) + "/"):
+            with contextlib.suppress(OSError):
+                os.kill(int(d), signal.SIGKILL)
+                killed.append(int(d))
+    return killed
+
+
+def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.stdout, ws=None) -> dict:
+    load_checks()
+    if ws is None:
+        with workspace() as ws:
+            return run_items(runtime, items, verbose, out, ws)
+    base, template = ws
+    results: dict[str, dict] = {}
+    counts = {"pass": 0, "fail": 0, "skip": 0}
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    os.chmod(work, 0o755)  # user-namespace containers must be able to reach their rootfs
+    try:
+        ctx = Ctx(runtime, work, template)
         version = ctx.rt.version()
         print(f"runtime: {runtime} ({version})", file=out)
         print(f"{'item':<9} {'level':<18} {'result':<6} detail", file=out)
@@ -143,6 +177,9 @@ def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.std
                     leaked = _sweep_cgroups(cg_before)
                     if leaked:
                         detail += f" [the runtime left cgroups behind, removed by the runner: {leaked}]"
+                    left = _sweep_processes(work)
+                    if left:
+                        detail += f" [processes left running in test bundles, killed by the runner: {left}]"
             counts[res] += 1
             detail = " ".join(detail.split())
             results[str(n)] = {"result": res, "detail": detail[:400]}
@@ -150,12 +187,43 @@ def run_items(runtime: str, items: list[int], verbose: bool = False, out=sys.std
             print(f"spec#{n:<4} {it.level[:18]:<18} {res.upper():<6} {shown}"
                   + (f"  [{time.monotonic() - t0:.1f}s]" if verbose else ""), file=out, flush=True)
     finally:
-        with contextlib.suppress(Exception):
-            subprocess.run(["umount", "-R", "-l", str(base)], timeout=60, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped", file=out, flush=True)
     return {"runtime": runtime, "version": version, "date": datetime.datetime.now(datetime.timezone.utc)
             .strftime("%Y-%m-%d %H:%M UTC"), "results": results, "counts": counts}
+
+
+def run_mutants(a, argv) -> int:
+    from .mutant import TARGETS
+    names = sorted(TARGETS) if a.mutants == "all" else a.mutants.split(",")
+    for n in names:
+        if n not in TARGETS:
+            raise SystemExit(f"--mutants: no mutant {n!r}")
+    enter_namespace(argv)
+    wrapper = str(Path(__file__).resolve().parent / "wrappers" / "mutant-runc")
+    os.environ["CONFORMANCE_PYTHON"] = sys.executable
+    out: dict[str, dict] = {}
+    caught = missed = 0
+    with workspace() as ws:
+        for name in names:
+            os.environ["CONFORMANCE_MUTANT"] = name
+            buf = io.StringIO()
+            run = run_items(wrapper, TARGETS[name], out=buf, ws=ws)
+            res = {n: e["result"] for n, e in run["results"].items()}
+            out[name] = {"targets": TARGETS[name], "results": res,
+                         "details": {n: e["detail"] for n, e in run["results"].items()}}
+            failed = [n for n, r in res.items() if r == "fail"]
+            passed = [n for n, r in res.items() if r != "fail"]
+            caught += len(failed)
+            missed += len(passed)
+            print(f"{name:<28} caught by: {', '.join('spec#' + n for n in failed) or '-'}"
+                  + (f"   NOT caught by: {', '.join('spec#' + n for n in passed)}" if passed else ""), flush=True)
+    os.environ.pop("CONFORMANCE_MUTANT", None)
+    print(f"{caught} checks failed against their mutant, {missed} did not")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"runtime": "conformance/wrappers/mutant-runc over /usr/sbin/runc",
+                                            "mutants": out}, indent=1, sort_keys=True) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-report", metavar="FILE",
                     help="fail when an item that passes for --name in FILE does not pass now")
     ap.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    ap.add_argument("--mutants", nargs="?", const="all", metavar="NAMES",
+                    help="run each check against conformance/wrappers/mutant-runc with the mutants that target "
+                         "it (comma-separated names, default all); --json saves which items each mutant broke")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
 
@@ -185,10 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.make_report:
         if len(a.make_report) < 2:
             ap.error("--make-report FILE RESULTS.json...")
-        runs = [json.loads(Path(p).read_text()) for p in a.make_report[1:]]
-        report.write(a.make_report[0], runs)
+        docs = [json.loads(Path(p).read_text()) for p in a.make_report[1:]]
+        runs = [d for d in docs if "results" in d]
+        mutants = next((d for d in docs if "mutants" in d), None)
+        report.write(a.make_report[0], runs, mutants)
         print(f"wrote {a.make_report[0]}")
         return 0
+    if a.mutants:
+        return run_mutants(a, argv)
     if not a.runtime:
         ap.error("--runtime is required")
     runtime = shutil.which(a.runtime) or a.runtime
@@ -210,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(run, indent=1, sort_keys=True) + "\n")
     if a.report:
-        others = [json.loads(Path(p).read_text()) for p in a.with_]
-        report.write(a.report, [run] + others)
+        docs = [json.loads(Path(p).read_text()) for p in a.with_]
+        report.write(a.report, [run] + [d for d in docs if "results" in d], next((d for d in docs if "mutants" in d), None))
     if baseline is not None:
         regressed = [n for n in sorted(baseline) if run["results"].get(str(n), {}).get("result") != "pass"]
         if regressed:

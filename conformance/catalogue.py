@@ -212,6 +212,8 @@ _TABLE = """
 REASONS = {
     11: "a rule for whoever writes config.json (which annotation keys to use); the spec gives the runtime "
         "nothing to do about it, so there is no runtime behaviour to observe",
+    76: "on Linux getrlimit() of a resource the kernel knows cannot fail, and unknown types are refused "
+        "at create (spec#75); the values themselves are judged by spec#77 and spec#78",
     113: "a rule for config authors (do not configure two devices with the same numbers); the spec does not "
          "say what a runtime does when it happens",
     150: "needs Intel RDT hardware (a mounted resctrl) to observe that the runtime does not touch it; "

@@ -103,7 +103,7 @@ def start_container_failure(ctx):
         c.create()
         pid = c.state()["pid"]
         p = c.start(check=False)
-        need((b.rootfs / "tmp/hook-ran").exists(), "the startContainer hook did not run")
+        need(wait_for(lambda: (b.rootfs / "tmp/hook-ran").exists(), 5), "the startContainer hook did not run")
         need(p.returncode != 0, "start succeeded although the startContainer hook failed")
         time.sleep(0.2)
         need(not (b.rootfs / "tmp/ran").exists(), "the user program ran after its startContainer hook failed")

@@ -28,7 +28,9 @@ def create_makes_resources_not_program(ctx):
     b.mount(destination="/mnt/made-at-create", type="tmpfs", source="tmpfs", options=["size=1m"])
     with ctx.container(b) as c:
         c.create()
-        pid = c.state()["pid"]
+        st = c.state()
+        need(st.get("status") == "created" and st.get("pid"), f"after create: {st}")
+        pid = st["pid"]
         for kind in ("mnt", "uts", "ipc", "pid", "net"):
             need(ns_inode(pid, kind) != ns_inode("self", kind), f"no new {kind} namespace after create")
         mounts = [m["mountpoint"] for m in parse_mountinfo(Path(f"/proc/{pid}/mountinfo").read_text())]
@@ -118,8 +120,8 @@ def state_prints_state(ctx):
 @check(35, fails_on="a runtime that creates a container without an id or from a missing bundle")
 def create_needs_bundle_and_id(ctx):
     b = ctx.bundle(["/bin/true"])
-    with open(os.devnull, "wb") as dn:
-        p = ctx.rt.cmd("create", "--bundle", str(b.path), stdout=dn, stderr=subprocess.PIPE)
+    with open(os.devnull, "wb") as dn, open(b.path / "create.err", "wb") as err:
+        p = ctx.rt.cmd("create", "--bundle", str(b.path), stdout=dn, stderr=err)
     need(p.returncode != 0, "create without an id succeeded")
     with ctx.container(None) as c:
         p = c.create(str("--bundle"), str(ctx.workdir / "no-such-bundle"), check=False, bundle_arg=False)
