@@ -28,7 +28,7 @@ import re
 import time
 
 from pyoci import OCI_VERSION
-from pyoci.errors import AlreadyExists, NotFound, StateError, UsageError
+from pyoci.errors import AlreadyExists, NotFound, StateError, SyscallError, UsageError
 
 DEFAULT_ROOT = "/run/pyoci"
 STATE_FILE = "state.json"
@@ -41,7 +41,7 @@ CLEANUP_KEYS = ("id", "bundle", "creator_pid", "creator_start", "cgroup_path", "
                 "cgroup_dir", "cgroup_created", "pid", "pid_start", "network", "image")
 
 _ID_RE = re.compile(r"^[\w+\-.]+$")
-MAX_ID_LEN = 1024
+MAX_ID_LEN = 255   # NAME_MAX: the id names the state directory and the cgroup
 
 # operation -> statuses it is allowed from (the one transition table)
 TRANSITIONS = {
@@ -86,7 +86,8 @@ def validate_id(cid: str) -> None:
     if not cid:
         raise UsageError("container id cannot be empty")
     if len(cid) > MAX_ID_LEN:
-        raise UsageError(f"invalid container id: longer than {MAX_ID_LEN} characters")
+        raise UsageError(f"invalid container id: {len(cid)} characters, longer than {MAX_ID_LEN} "
+                         "(it names the state directory and the cgroup)")
     if cid in (".", "..") or not _ID_RE.match(cid):
         raise UsageError(f"invalid container id format: {cid}")
 
@@ -146,11 +147,16 @@ class Container:
     def new(cls, root: str, cid: str) -> "Container":
         """Make the state dir (exclusive: a second create of the same id fails) and lock it."""
         c = cls(root, cid)
-        os.makedirs(root, mode=0o711, exist_ok=True)
+        try:
+            os.makedirs(root, mode=0o711, exist_ok=True)
+        except OSError as e:
+            raise SyscallError("mkdir", e.errno or 0, root, stage="state") from None
         try:
             os.mkdir(c.dir, 0o711)
         except FileExistsError:
             raise AlreadyExists(cid) from None
+        except OSError as e:
+            raise SyscallError("mkdir", e.errno or 0, c.dir, stage="state") from None
         c.lock()
         return c
 
@@ -242,7 +248,7 @@ class Container:
         """Remove the state dir (the caller holds the lock). The dir is first renamed to a
         hidden trash name, so other processes see the container vanish at once (a waiter on
         the lock then finds it gone), and a new create of the same id can proceed."""
-        trash = os.path.join(self.root, f"{TRASH_PREFIX}{self.id}.{os.getpid()}.{time.monotonic_ns()}")
+        trash = os.path.join(self.root, f"{TRASH_PREFIX}{os.getpid()}.{time.monotonic_ns()}")
         try:
             os.rename(self.dir, trash)
         except FileNotFoundError:
