@@ -137,6 +137,9 @@ def _sleeper(c, tag, *flags, cmd=("sleep", "1000")):
     c.lane.expect(c.run(name, *cmd, flags=flags, detach=True), rc=0, what="ctr run -d")
     st = c.wait_task_status(name, "RUNNING")
     c.lane.check(st == "RUNNING", f"task {name} should be RUNNING, task ls says {st!r}")
+    pid = _task_pid(c, name)
+    cg = "".join(ln for ln in _read(f"/proc/{pid}/cgroup").splitlines() if ln.startswith("0::"))
+    c.lane.check(cg == f"0::/{c.namespace}/{name}", f"init {pid} is in cgroup {cg!r}, expected 0::/{c.namespace}/{name}")
     # --runc-root R: the runtime under test keeps its state under R/<namespace>/<id>
     state = c.runtime_root / c.namespace / name
     c.lane.check(state.is_dir(), f"the runtime under test has no state dir {state}")
@@ -190,9 +193,13 @@ def s_task_exec_user_cwd(c, tmp):
 def s_task_ps(c, tmp):
     name = _sleeper(c, "ps")
     pid = _task_pid(c, name)
+    c.ok("task", "exec", "-d", "--exec-id", "bg", name, "sleep", "999")
+    procs = {int(p) for p in _read(f"/sys/fs/cgroup/{c.namespace}/{name}/cgroup.procs").split()}
     r = c.ok("task", "ps", name)
-    pids = [int(ln.split()[0]) for ln in r.stdout.splitlines()[1:] if ln.split() and ln.split()[0].isdigit()]
-    c.lane.check(pid in pids, f"task ps should list the init pid {pid}, lists {pids}", r)
+    pids = {int(ln.split()[0]) for ln in r.stdout.splitlines()[1:] if ln.split() and ln.split()[0].isdigit()}
+    c.lane.check(pid in pids and len(pids) == 2 and pids == procs,
+                 f"task ps should list init {pid} and the exec'd sleep (cgroup.procs: {sorted(procs)}), "
+                 f"lists {sorted(pids)}", r)
 
 
 @scenario
@@ -201,9 +208,12 @@ def s_task_pause_resume(c, tmp):
     c.ok("task", "pause", name)
     st = c.wait_task_status(name, "PAUSED", 10)
     c.lane.check(st == "PAUSED", f"after pause task ls says {st!r}")
+    events = f"/sys/fs/cgroup/{c.namespace}/{name}/cgroup.events"
+    c.lane.check("frozen 1" in _read(events), f"after pause {events} says {_read(events)!r}")
     c.ok("task", "resume", name)
     st = c.wait_task_status(name, "RUNNING", 10)
     c.lane.check(st == "RUNNING", f"after resume task ls says {st!r}")
+    c.lane.check("frozen 0" in _read(events), f"after resume {events} says {_read(events)!r}")
     c.lane.expect(c("task", "exec", "--exec-id", "alive", name, "echo", "alive"), rc=0, out="alive")
 
 
@@ -232,6 +242,12 @@ def s_task_kill_all(c, tmp):
     c.ok("task", "kill", "--all", "-s", "SIGKILL", name)
     st = c.wait_task_status(name, "STOPPED", 10)
     c.lane.check(st == "STOPPED", f"after kill --all task ls says {st!r}")
+    # every process of the container is gone, the exec'd one too
+    procs = f"/sys/fs/cgroup/{c.namespace}/{name}/cgroup.procs"
+    deadline = time.monotonic() + 5
+    while _read(procs).strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.lane.check(_read(procs).strip() == "", f"processes left after kill --all: {_read(procs).split()}")
     r = c.ok("task", "delete", name)
     c.lane.check(not _alive(pid), f"init {pid} survived kill --all", r)
 
@@ -288,6 +304,14 @@ def s_cri_config_from_docs(c, tmp):
     c.lane.check(classes and all(h in handlers for h in classes),
                  f"RuntimeClass handlers {classes} must be CRI runtimes of the snippet {sorted(handlers)}")
     c.lane.check("pyoci" in handlers, f"the snippet defines no pyoci runtime: {sorted(handlers)}")
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        return f"({e})"
 
 
 def _alive(pid):
