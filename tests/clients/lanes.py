@@ -143,7 +143,8 @@ class LogKeeper:
         self.keep_dir = keep_dir
         self.patterns = patterns
         self.period = period
-        self.kept: dict[str, Path] = {}
+        self.kept: dict[str, Path | None] = {}
+        self._inodes: set[tuple[int, int]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -161,6 +162,14 @@ class LogKeeper:
                 self._scan_dir(e.path, depth - 1, name)
 
     def _keep(self, path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) in self._inodes:     # e.g. the shim renames <id> to .<id>
+            self.kept[path] = None
+            return
+        self._inodes.add((st.st_dev, st.st_ino))
         dest = self.keep_dir / f"{len(self.kept):03d}-{path.strip('/').replace('/', '_')[-150:]}"
         try:
             os.link(path, dest)
@@ -183,6 +192,7 @@ class LogKeeper:
         self.keep_dir.mkdir(parents=True, exist_ok=True)
         self._stop.clear()
         self.kept = {}
+        self._inodes = set()
         self._thread = threading.Thread(target=self._loop, name="runtime-log-keeper", daemon=True)
         self._thread.start()
 
@@ -198,6 +208,8 @@ class LogKeeper:
             return "  (the runtime wrote no log file during this scenario)"
         out = []
         for src, dest in self.kept.items():
+            if dest is None:
+                continue
             try:
                 text = dest.read_text(errors="replace")
             except OSError as e:
@@ -544,9 +556,10 @@ class Podman:
         self.env.pop("CONTAINER_HOST", None)
         self.run_dir = self.dir / "run" / "overlay-containers"
         lane.keeper = LogKeeper(lane.base / "kept-logs",
-                                # <runroot>/overlay-containers/<id>/userdata/oci-log and
-                                # <...>/userdata/<exec id>/oci-log
-                                [(self.run_dir, 3, "oci-log")])
+                                # <runroot>/overlay-containers/<id>/userdata/oci-log (create) and
+                                # <graphroot>/overlay-containers/<id>/userdata/<exec id>/oci-log
+                                [(self.run_dir, 3, "oci-log"),
+                                 (self.dir / "graph" / "overlay-containers", 3, "oci-log")])
         self.created: list[str] = []
         self.events = self.dir / "events.log"
         self._events_offset = 0
