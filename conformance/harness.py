@@ -258,13 +258,19 @@ class Runtime:
     def cmd(self, *args, timeout: float = 30, log: str | None = None, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=None, pass_fds=(),
             input: str | None = None) -> subprocess.CompletedProcess:
+        """Run one runtime command in its own session; on timeout the whole session is killed."""
+        argv = self.argv(*args, log=log)
+        p = subprocess.Popen(argv, text=True, stdin=subprocess.PIPE if input is not None else stdin,
+                             stdout=stdout, stderr=stderr, cwd=cwd, pass_fds=pass_fds, start_new_session=True)
         try:
-            return subprocess.run(self.argv(*args, log=log), timeout=timeout, text=True,
-                                  stdin=None if input is not None else stdin, input=input,
-                                  stdout=stdout, stderr=stderr, cwd=cwd, pass_fds=pass_fds,
-                                  start_new_session=True)
+            out, err = p.communicate(input=input, timeout=timeout)
         except subprocess.TimeoutExpired as e:
+            with contextlib.suppress(OSError):
+                os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                p.communicate(timeout=5)
             raise Fail(f"`{' '.join(map(str, args))}` did not finish within {timeout}s") from e
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
     def version(self) -> str:
         try:

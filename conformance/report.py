@@ -53,18 +53,24 @@ def render(runs: list[dict], mutants: dict | None = None) -> str:
              ".venv/bin/python -m conformance --runtime .venv/bin/pyoci --name pyoci --compare-report docs/conformance.md",
              "# regenerate this file from saved runs",
              ".venv/bin/python -m conformance --make-report docs/conformance.md conformance/results/pyoci.json "
-             "conformance/results/runc.json conformance/results/crun.json conformance/results/mutants.json",
+             "conformance/results/runc.json conformance/results/crun.json conformance/results/crun-cgroupfs.json conformance/results/mutants.json",
              "```", "",
              "## Runs", "", "| runtime | version | date | passed | failed | skipped |", "|---|---|---|---|---|---|"]
     for r in runs:
         c = r["counts"]
         lines.append(f"| {r['name']} (`{r['runtime']}`) | {_cell(r['version'])} | {r['date']} | "
                      f"{c['pass']} | {c['fail']} | {c['skip']} |")
-    lines += ["", "Host notes: cgroup v2 offers only the `hugetlb` controller; the runner has every capability "
-              "except CAP_SYS_RESOURCE; there is no AppArmor, SELinux or Intel RDT. crun runs through "
-              "`conformance/wrappers/crun` (`--cgroup-manager=disabled`). The checks' default config has no "
-              "device cgroup rules, because crun 1.8.1 cannot load any here (it raises RLIMIT_MEMLOCK "
-              "for the eBPF program and lacks CAP_SYS_RESOURCE).", ""]
+    lines += ["", "Host notes: cgroups are hybrid; the runner works in a private mount namespace with the cgroup v2 "
+              "hierarchy mounted at /sys/fs/cgroup, where only the `hugetlb` controller exists (v1 hierarchies "
+              "are never touched). The runner has every capability except CAP_SYS_RESOURCE, so limits cannot be "
+              "raised above its own. There is no AppArmor, SELinux or Intel RDT. Containers run in a private "
+              "network namespace too. crun runs through `conformance/wrappers/crun` "
+              "(`--cgroup-manager=disabled`: no cgroups at all) and, where a crun-cgroupfs column is present, "
+              "`conformance/wrappers/crun-cgroupfs` (`--cgroup-manager=cgroupfs`). crun 1.8.1 cannot run any "
+              "config with device cgroup rules here: it fails with `setrlimit (RLIM_MEMLOCK): Operation not "
+              "permitted` (it raises RLIMIT_MEMLOCK for the eBPF program, which needs CAP_SYS_RESOURCE), so the "
+              "checks' default config has no device rules; only spec#123 uses them. The default config "
+              "says ociVersion 1.0.2 because crun 1.8.1 refuses 1.2.0 and later; spec#9 tries 1.0.0 and 1.3.0.", ""]
     if mutants:
         ms = mutants["mutants"]
         caught = sum(1 for m in ms.values() for r in m["results"].values() if r == "fail")

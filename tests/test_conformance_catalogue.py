@@ -163,3 +163,26 @@ def test_crun_wrapper_is_executable():
     w = REPO / "conformance/wrappers/crun"
     assert w.exists() and w.stat().st_mode & 0o111
     assert "--cgroup-manager=disabled" in w.read_text()
+
+
+RESULTS = REPO / "conformance/results"
+HOST_SKIPS = {71, 125, 142}  # no AppArmor/SELinux, no cgroup v2 memory controller on the reference host
+
+
+@pytest.mark.skipif(not (RESULTS / "mutants.json").exists(), reason="no saved runs")
+def test_every_check_was_seen_failing(items):
+    """Each check failed at least once: against a real runtime or against the mutant that breaks it."""
+    docs = [json.loads(p.read_text()) for p in RESULTS.glob("*.json")]
+    runs = [d for d in docs if "results" in d]
+    mutants = next(d for d in docs if "mutants" in d)
+    ev = report.evidence(runs, mutants)
+    never = [n for n, it in items.items() if it.check is not None and not ev[n] and n not in HOST_SKIPS]
+    assert not never, f"checks never seen failing: {never}"
+
+
+@pytest.mark.skipif(not (RESULTS / "mutants.json").exists(), reason="no saved runs")
+def test_every_mutant_target_exists(items):
+    from conformance.mutant import TARGETS
+    for name, targets in TARGETS.items():
+        for n in targets:
+            assert items[n].check is not None, f"mutant {name} targets spec#{n}, which has no check"
