@@ -186,3 +186,16 @@ def test_every_mutant_target_exists(items):
     for name, targets in TARGETS.items():
         for n in targets:
             assert items[n].check is not None, f"mutant {name} targets spec#{n}, which has no check"
+
+
+@pytest.mark.skipif(not (RESULTS / "runc.json").exists(), reason="no saved runs")
+def test_fails_on_claims_match_saved_runs(items):
+    """A check whose note names runc 1.1.5 or crun 1.8.1 as failing it did fail against that runtime."""
+    runs = {p.stem: json.loads(p.read_text())["results"] for p in RESULTS.glob("*.json") if p.stem != "mutants"}
+    wrong = []
+    for n, it in items.items():
+        for rt, tag in (("runc", "runc 1.1.5"), ("crun", "crun 1.8.1")):
+            if it.check is not None and tag in it.fails_on and rt in runs:
+                if runs[rt][str(n)]["result"] != "fail":
+                    wrong.append(f"spec#{n} claims {tag} fails it")
+    assert not wrong, wrong

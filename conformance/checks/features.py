@@ -172,7 +172,7 @@ def features_linux_names(ctx):
     need(not problems, "; ".join(problems))
 
 
-@check(164, fails_on="runc 1.1.5 passes (no idmap, none claimed); a runtime claiming idmap it does not do")
+@check(164, fails_on="crun 1.8.1 (no features command); a runtime claiming idmap it does not do, or doing it unclaimed")
 def features_idmap_honest(ctx):
     f = features(ctx)
     claimed = (((f.get("linux") or {}).get("mountExtensions") or {}).get("idmap") or {}).get("enabled") is True

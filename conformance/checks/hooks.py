@@ -140,7 +140,7 @@ def poststop_failure_warns(ctx):
         need(c.state_or_none() is None, "the container still exists")
 
 
-@check(52, fails_on="runc 1.1.5 (no check that a hook path is absolute)")
+@check(52, fails_on="a runtime that runs a relative hook path or drops hook args/env")
 def hook_path_args_env(ctx):
     h = Hooks(ctx)
     b = ctx.bundle(["/bin/true"])

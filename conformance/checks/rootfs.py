@@ -253,7 +253,7 @@ def default_filesystems(ctx):
     need(not bad, f"default filesystems missing or wrong: {bad}")
 
 
-@check(97, fails_on="runc 1.1.5 (the root stays private whatever rootfsPropagation says); crun 1.8.1 passes")
+@check(97, fails_on="runc 1.1.5 (the root stays private whatever rootfsPropagation says)")
 def rootfs_propagation(ctx):
     want = {"shared": "shared", "private": None, "unbindable": "unbindable"}
     got = {}

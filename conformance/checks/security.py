@@ -84,7 +84,7 @@ def seccomp_args(ctx):
     _seccomp_error(ctx, _seccomp(syscalls=[{"names": [], "action": "SCMP_ACT_ERRNO"}]), "a syscall rule with no names")
 
 
-@check(137, fails_on="runc 1.1.5 (accepts listenerMetadata without listenerPath)")
+@check(137, fails_on="crun 1.8.1 (accepts listenerMetadata without listenerPath)")
 def seccomp_metadata_without_path(ctx):
     _seccomp_error(ctx, _seccomp(listenerMetadata="orphan",
                                  syscalls=[{"names": ["acct"], "action": "SCMP_ACT_NOTIFY"}]),
