@@ -226,11 +226,13 @@ def explain(root: str, bundle: str | None = None, image: str | None = None, cid:
 
 
 def _network_desc(plan):
-    import dataclasses
     net = plan.network
     if net is None:
         return desc_str(plan.describe().get("network"))
-    d = dataclasses.asdict(net) if dataclasses.is_dataclass(net) else {"plan": str(net)}
+    br = getattr(net, "bridge", None)
+    d = {"devices": [{"host_name": x.host_name, "name": x.name} for x in getattr(net, "devices", ()) or ()],
+         "bridge": {"bridge": br.bridge, "subnet": br.subnet} if br else None,
+         "hostname": getattr(net, "hostname", None), "netns_path": getattr(net, "netns_path", None)}
     if getattr(net, "bridge", None):
         d["summary"] = (f"bridge {net.bridge.bridge} (made if missing) with subnet {net.bridge.subnet}: "
                         "a veth pair, eth0 in the container with the next free address, default route "
