@@ -106,8 +106,41 @@ def under(path: str, top: str) -> bool:
 
 
 def force_delete(runtime, cid: str) -> None:
-    if cid in runtime.ids():
-        runtime.run("delete", "--force", cid, timeout=30)
+    """delete --force, then reap the init (pytest is a subreaper, so a container init whose
+    parent exited is our child) so that no exiting process outlives the test."""
+    if cid not in runtime.ids():
+        return
+    pid = None
+    try:
+        pid = runtime.state(cid).get("pid")
+    except (AssertionError, ValueError):
+        pass
+    runtime.run("delete", "--force", cid, timeout=30)
+    if pid:
+        # a pid namespace's init cannot finish exiting while a process of that namespace
+        # (e.g. a failed `pyoci exec` child, reparented to this subreaper) is an unreaped zombie
+        wait_for(lambda: reap_zombies() or reap(pid, timeout=0.1), timeout=10)
+
+
+def reap_zombies() -> bool:
+    """Reap every exited child of pytest; False (so it can be polled)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return False
+
+
+def reap(pid: int, timeout: float = 10.0) -> bool:
+    """Wait (bounded) for a child of pytest to exit and reap it; True when it is gone."""
+    def gone() -> bool:
+        try:
+            return os.waitpid(pid, os.WNOHANG)[0] == pid
+        except ChildProcessError:
+            return not os.path.exists(f"/proc/{pid}")
+    return bool(wait_for(gone, timeout))
 
 
 def dump(obj) -> str:
