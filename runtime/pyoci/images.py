@@ -563,8 +563,13 @@ def container_config(img: dict, cid: str, rootfs_path: str, cmd: list[str] | Non
         pass
     elif network == "bridge":
         ann["org.pyoci.network"] = "bridge"
-        # unprivileged ICMP echo (busybox ping) without CAP_NET_RAW, as podman sets it
+        # ping works: ICMP echo sockets for every group (as podman sets it) and, for tools that
+        # only use raw sockets (busybox ping), CAP_NET_RAW as in Docker's default set; both only
+        # reach the container's own network namespace
         cfg["linux"].setdefault("sysctl", {})["net.ipv4.ping_group_range"] = "0 2147483647"
+        caps = proc["capabilities"]
+        for kind in ("bounding", "effective", "permitted"):
+            caps[kind] = list(caps.get(kind) or []) + ["CAP_NET_RAW"]
     elif network == "host":
         cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"]
     else:

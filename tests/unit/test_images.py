@@ -362,6 +362,8 @@ def test_container_config_from_image():
     assert cfg["annotations"]["org.pyoci.network"] == "bridge"
     assert cfg["annotations"]["org.opencontainers.image.stopSignal"] == "SIGINT"
     assert cfg["hostname"] == "c1"
+    assert "CAP_NET_RAW" in p["capabilities"]["effective"]          # ping in bridge mode
+    assert "CAP_NET_RAW" not in images.container_config(IMG, "c1", "/m")["process"]["capabilities"]["bounding"]
     # the command line replaces Cmd, never Entrypoint
     assert images.container_config(IMG, "c1", "/m", cmd=["x"])["process"]["args"] == ["/bin/ep", "x"]
     host = images.container_config(IMG, "c1", "/m", network="host")
