@@ -438,6 +438,7 @@ def scenario_concurrent(rt: RT, ids: Ids, base: str, n: int, workers: int) -> di
     for _ in range(n):
         q.put(ids("e"))
     errors: list[str] = []
+    cpu: list[float] = []
 
     def worker():
         while True:
@@ -447,10 +448,10 @@ def scenario_concurrent(rt: RT, ids: Ids, base: str, n: int, workers: int) -> di
                 return
             pidfile = os.path.join(base, f"{cid}.pid")
             try:
-                rt("create", "--bundle", rt.bundles["true"], "--pid-file", pidfile, cid)
-                rt("start", cid)
+                cpu.append(rt("create", "--bundle", rt.bundles["true"], "--pid-file", pidfile, cid).cpu_ms)
+                cpu.append(rt("start", cid).cpu_ms)
                 wait_init_exit(pidfile)
-                rt("delete", cid)
+                cpu.append(rt("delete", cid).cpu_ms)
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(f"{cid}: {e}")
                 rt("delete", "--force", cid, check=False)
@@ -464,7 +465,7 @@ def scenario_concurrent(rt: RT, ids: Ids, base: str, n: int, workers: int) -> di
         t.start()
     for t in ts:
         t.join()
-    return {"total_ms": (time.perf_counter() - t0) * 1000, "errors": errors}
+    return {"total_ms": (time.perf_counter() - t0) * 1000, "cpu_ms": sum(cpu), "errors": errors}
 
 
 # ───────────────────────────── per-stage breakdown ─────────────────────────────
@@ -506,6 +507,24 @@ def stage_breakdown(rt: RT, ids: Ids, base: str, n: int) -> dict:
         collect("lifecycle")
     return {"stages": {k: summary(v) for k, v in runs.items()},
             "walls": {k: summary(v) for k, v in walls.items()}}
+
+
+def launcher_experiment(rt: RT, ids: Ids, n: int, warm: int) -> dict:
+    """pyoci's console script vs benchmarks/fast_launcher.py (-I -S, gc off, os._exit),
+    alternating, for `run` of /bin/true and `state` of a missing id."""
+    fast = [VENV_PY, "-IS", os.path.join(HERE, "fast_launcher.py"), "--root", rt.root]
+    out: dict[str, dict[str, list[float]]] = {}
+    for i in range(warm + n):
+        for label, cmd in (("console script", rt.cmd), ("fast launcher", fast)):
+            r = spawn(cmd + ["run", "--bundle", rt.bundles["true"], ids("x")])
+            s = spawn(cmd + ["state", "missing-id"], check=False)
+            if i >= warm:
+                d = out.setdefault(label, {})
+                d.setdefault("run wall", []).append(r.wall_ms)
+                d.setdefault("run cpu", []).append(r.cpu_ms)
+                d.setdefault("state wall", []).append(s.wall_ms)
+                d.setdefault("state cpu", []).append(s.cpu_ms)
+    return out
 
 
 def startup_costs(n: int) -> dict:
@@ -586,6 +605,8 @@ def main() -> int:
     ap.add_argument("-n", type=int, help="repetitions for (a)-(c) (default 30; quick 5)")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--md", help="write the results table (markdown) here")
+    ap.add_argument("--doc", help="replace the generated section of this markdown file "
+                    "(between <!-- results:begin --> and <!-- results:end -->), e.g. docs/benchmarks.md")
     ap.add_argument("--keep-tmp", action="store_true")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -637,6 +658,8 @@ def main() -> int:
                 time.sleep(0.2)
                 r["leaks"] = leaks(before, snapshot(base, prefix))
                 raw["e"].setdefault(count, {})[name] = r
+        log(f"# launcher experiment: {warm} + {n}")
+        raw["launcher"] = launcher_experiment(rts["pyoci"], ids, n, warm)
         log(f"# per-stage breakdown of pyoci: {stage_n} runs")
         raw["stages"] = stage_breakdown(rts["pyoci"], ids, base, stage_n)
         log("# import profile")
@@ -660,6 +683,16 @@ def main() -> int:
     if a.md:
         with open(a.md, "w") as f:
             f.write(md + "\n")
+    if a.doc:
+        with open(a.doc) as f:
+            doc = f.read()
+        b, e = "<!-- results:begin -->", "<!-- results:end -->"
+        if b in doc and e in doc:
+            doc = doc[:doc.index(b) + len(b)] + "\n" + md + "\n" + doc[doc.index(e):]
+            with open(a.doc, "w") as f:
+                f.write(doc)
+        else:
+            print(f"{a.doc}: no {b} ... {e} markers; not changed", file=sys.stderr)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(raw, f, indent=1, default=str)
@@ -685,6 +718,51 @@ def cleanup(rts, base, keep):
             print(f"cleanup: umount {mp}: {e}", file=sys.stderr)
     if not keep:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def targets(raw: dict) -> list[str]:
+    """The targets of issue 9, each with its figure from this run and whether it is met.
+    Linear: growing the count k times grows the time at most 1.5 k times (no worse than
+    linear, allowing for noise); `state` of one container should not grow at all."""
+    out = ["| target (issue 9) | this run | met? |", "|---|---|---|"]
+
+    def ratio(res, key="wall"):
+        return _med(res["pyoci"][key]) / _med(res["runc"][key])
+    for label, key in (("(a) run: pyoci median ≤ runc median", "a"), ("(b) create+start+delete: ≤ runc", "b"),
+                       ("(c) exec: ≤ runc", "c")):
+        r = ratio(raw[key])
+        rc = ratio(raw[key], "cpu")
+        out.append(f"| {label} | ratio {r:.2f} (CPU ratio {rc:.2f}) | {'yes' if r <= 1.0 else 'NO'} |")
+    allmax = max(max(v) for v in raw["rss"]["pyoci"].values())
+    out.append(f"| (f) every pyoci process ≤ 30 MiB peak RSS | max {allmax / 1024:.1f} MiB | "
+               f"{'yes' if allmax <= 30 * 1024 else 'NO'} |")
+    counts = sorted(raw["d"], key=int)
+    if len(counts) == 2:
+        lo, hi = counts
+        k = int(hi) / int(lo)
+        g = _med(raw["d"][hi]["pyoci"]["list"]) / _med(raw["d"][lo]["pyoci"]["list"])
+        gs = _med(raw["d"][hi]["pyoci"]["state"]) / _med(raw["d"][lo]["pyoci"]["state"])
+        out.append(f"| (d) `list` linear in the number of containers ({lo}→{hi}, x{k:.0f}) | x{g:.2f} | "
+                   f"{'yes' if g <= 1.5 * k else 'NO'} |")
+        out.append(f"| (d) `state` of one container independent of their number | x{gs:.2f} | "
+                   f"{'yes' if gs <= 1.5 else 'NO'} |")
+    ec = sorted(raw["e"], key=int)
+    if len(ec) == 2:
+        lo, hi = ec
+        k = int(hi) / int(lo)
+        g = raw["e"][hi]["pyoci"]["total_ms"] / raw["e"][lo]["pyoci"]["total_ms"]
+        gc_ = raw["e"][hi]["pyoci"]["cpu_ms"] / raw["e"][lo]["pyoci"]["cpu_ms"]
+        leaks_ = [x for res in raw["e"].values() for x in res["pyoci"]["leaks"]]
+        out.append(f"| (e) concurrent lifecycles linear ({lo}→{hi}, x{k:.0f}), judged on CPU time "
+                   f"(wall time depends on the other tenants) | CPU x{gc_:.2f}, wall x{g:.2f} | "
+                   f"{'yes' if gc_ <= 1.5 * k else 'NO'}{'' if g <= 1.5 * k else ' (wall: no)'} |")
+        out.append(f"| (e) nothing leaked (state dirs, cgroups, mounts, processes) | "
+                   f"{'; '.join(leaks_) or 'nothing'} | {'yes' if not leaks_ else 'NO'} |")
+    return out
 
 
 def render(raw: dict) -> str:
@@ -727,14 +805,17 @@ def render(raw: dict) -> str:
             f"{name} x{statistics.median(raw['d'][hi][name]['state']) / statistics.median(raw['d'][lo][name]['state']):.2f}"
             for name in RUNTIMES) + f". Containers listed at the end: {raw['d_listed']}.")
         L.append("")
-    L.append("| (e) concurrent create+start+delete, 8 workers | pyoci | runc | crun | ratio pyoci/runc | leaks |")
-    L.append("|---|---|---|---|---|---|")
+    L.extend(targets(raw))
+    L.append("")
+    L.append("| (e) concurrent create+start+delete, 8 workers | pyoci | runc | crun | ratio pyoci/runc | CPU s pyoci / runc / crun | leaks |")
+    L.append("|---|---|---|---|---|---|---|")
     for count, res in raw["e"].items():
         cells = [f"{count} containers, total ms"]
         for name in RUNTIMES:
             r = res[name]
             cells.append(f"{r['total_ms']:.0f}" + (f" ({len(r['errors'])} errors)" if r["errors"] else ""))
         cells.append(f"{res['pyoci']['total_ms'] / res['runc']['total_ms']:.2f}")
+        cells.append(" / ".join(f"{res[name].get('cpu_ms', 0) / 1000:.2f}" for name in RUNTIMES))
         lk = "; ".join(f"{name}: {', '.join(res[name]['leaks'])}" for name in RUNTIMES if res[name]["leaks"])
         cells.append(lk or "none (state dirs, cgroups, mounts, processes)")
         L.append("| " + " | ".join(cells) + " |")
@@ -776,6 +857,17 @@ def render(raw: dict) -> str:
         L.append(f"| {label} | {r['wall']['median']:.1f} ({r['wall']['min']:.1f}) | {r['cpu']['median']:.1f} | "
                  f"{r['maxrss_kib'] / 1024:.1f} |")
     L.append("")
+    # launcher experiment
+    if raw.get("launcher"):
+        L.append("Experiment, same run: pyoci's console script vs `benchmarks/fast_launcher.py` (same pyoci code; "
+                 "`python -I -S`, gc disabled during the call, os._exit at the end), alternating; median ms:")
+        L.append("")
+        L.append("| entry point | run wall | run CPU | state (missing id) wall | state CPU |")
+        L.append("|---|---|---|---|---|")
+        for label, d in raw["launcher"].items():
+            L.append(f"| {label} | " + " | ".join(f"{statistics.median(d[k]):.1f}" for k in
+                                                 ("run wall", "run cpu", "state wall", "state cpu")) + " |")
+        L.append("")
     # stages
     st = raw["stages"]
     L.append(f"Per-stage timings of pyoci (`--debug --log F --log-format json`; median (min) ms over "
