@@ -766,6 +766,8 @@ def targets(raw: dict) -> list[str]:
 
 
 def render(raw: dict) -> str:
+    """Markdown for docs/benchmarks.md (also works on a --json file read back: int keys)."""
+    raw = dict(raw, d={int(k): v for k, v in raw["d"].items()}, e={int(k): v for k, v in raw["e"].items()})
     m = raw["machine"]
     L = []
     L.append(f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, kernel {m['kernel']}, "
