@@ -74,6 +74,14 @@ class _Root:
         os.close(self.fd)
 
     def open(self, path: str, flags: int = O_PATH, resolve: int = 0) -> int:
+        # openat2 answers EAGAIN when a rename raced with a RESOLVE_IN_ROOT lookup (e.g. a
+        # container renaming in a volume shared with this one): retry a bounded number of times
+        for _ in range(64):
+            try:
+                return libc.openat2(self.fd, path, flags, resolve=RESOLVE_IN_ROOT | resolve)
+            except SyscallError as e:
+                if e.errno != errno.EAGAIN:
+                    raise
         return libc.openat2(self.fd, path, flags, resolve=RESOLVE_IN_ROOT | resolve)
 
     def mkpath(self, path: str, is_dir: bool = True, mode: int = 0o755) -> int:
