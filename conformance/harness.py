@@ -450,12 +450,16 @@ class Ctx:
 
         def rm():
             base = Path(CGROUP_ROOT + parent)
-            for d in sorted(base.rglob("*"), key=lambda p: -len(str(p))) if base.exists() else []:
-                if d.is_dir():
+
+            def attempt():
+                if not base.exists():
+                    return True
+                for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(str(p))) + [base]:
                     with contextlib.suppress(OSError):
                         d.rmdir()
-            with contextlib.suppress(OSError):
-                base.rmdir()
+                return not base.exists()
+            # a cgroup stays busy for a moment while its last processes are reaped
+            wait_for(attempt, timeout=5, interval=0.1)
         self.on_cleanup(rm)
         return f"{parent}/{name}"
 

@@ -39,7 +39,8 @@ def _created(ctx, mutate, args=("/bin/sleep", "30")):
     return b, c, c.state()["pid"]
 
 
-@check(117, fails_on="a runtime that reports failure but leaves the container, when the cgroup is unfit")
+@check(117, fails_on="crun 1.8.1 (cgroupfs) hangs in create on a frozen cgroup; a runtime that reports failure "
+       "but leaves the container")
 def cgroup_fit(ctx):
     path = ctx.cgroup_path("busy")
     d = ROOT / path.lstrip("/")
@@ -58,7 +59,27 @@ def cgroup_fit(ctx):
             return "the runtime vets cgroups: a non-empty cgroup was refused cleanly"
         pid = c.state()["pid"]
         need(_cg_of(pid) == path, f"create accepted the cgroup but the process is in {_cg_of(pid)}")
-        return "the runtime does not vet cgroups (allowed); the process joined the cgroup"
+    # a frozen cgroup: refuse cleanly, or (not vetting) still finish create in bounded time
+    frozen = ctx.cgroup_path("frozen")
+    fz = ROOT / frozen.lstrip("/")
+    fz.mkdir(parents=True)
+    (fz / "cgroup.freeze").write_text("1")
+    ctx.on_cleanup(lambda: (fz / "cgroup.freeze").write_text("0"))
+    b2 = ctx.bundle(["/bin/true"])
+    b2.linux["cgroupsPath"] = frozen
+    b2.save()
+    with ctx.container(b2) as c:
+        try:
+            p = c.create(check=False, timeout=20)
+        except Fail:
+            raise Fail("create into a frozen cgroup neither failed nor finished within 20 s "
+                       "(runc 1.1.5 refuses such a cgroup)") from None
+        finally:
+            (fz / "cgroup.freeze").write_text("0")
+        if p.returncode != 0:
+            need(c.state_or_none() is None, "create refused the frozen cgroup but left a container")
+            return "the runtime vets cgroups: a frozen cgroup was refused cleanly"
+    return "the runtime does not vet cgroups (allowed)"
 
 
 @check(118, fails_on="crun 1.8.1 with --cgroup-manager=disabled (no cgroup made)")
