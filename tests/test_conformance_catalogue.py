@@ -199,3 +199,20 @@ def test_fails_on_claims_match_saved_runs(items):
                 if runs[rt][str(n)]["result"] != "fail":
                     wrong.append(f"spec#{n} claims {tag} fails it")
     assert not wrong, wrong
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not Path("/usr/sbin/runc").exists(), reason="runc not installed")
+def test_runner_end_to_end_against_runc(tmp_path):
+    """The real runner (namespace re-exec, probe build, bundles) on two items, and its JSON output."""
+    out = tmp_path / "runc.json"
+    p = subprocess.run([sys.executable, "-m", "conformance", "--runtime", "/usr/sbin/runc", "--name", "runc",
+                        "--only", "spec#13,spec#32,spec#11", "--json", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[-1] == "2 passed, 0 failed, 1 skipped"
+    assert any(re.match(r"^spec#13\s+MUST\s+PASS", ln) for ln in lines)
+    data = json.loads(out.read_text())
+    assert data["name"] == "runc" and data["results"]["32"]["result"] == "pass"
+    assert data["results"]["11"]["result"] == "skip"
