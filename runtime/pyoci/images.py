@@ -32,8 +32,16 @@ import stat
 import time
 
 from pyoci.errors import AlreadyExists, PyociError, StageError, UsageError
-from pyoci.images_layers import apply_layer_file
-from pyoci.images_sources import Blob, ImageFormatError, check_digest, machine_arch, open_source
+
+# import/extraction code (tarfile, the sources) loads only when an image is imported: the
+# container paths (create --image, delete, diff) stay light
+
+
+def __getattr__(name):  # ImageFormatError etc. for callers that expect them here
+    if name in ("ImageFormatError", "open_source"):
+        from pyoci import images_sources
+        return getattr(images_sources, name)
+    raise AttributeError(name)
 
 STORE = ".images"
 ANN_IMAGE = "org.pyoci.image"
@@ -211,8 +219,9 @@ def _hash_copy(src, dst_path: str, alg: str = "sha256") -> tuple[str, str, int]:
     return f"{alg}:{h.hexdigest()}", f"sha256:{h256.hexdigest()}", n
 
 
-def _fetch(blob: Blob, dst: str) -> tuple[str, int]:
+def _fetch(blob, dst: str) -> tuple[str, int]:
     """Copy `blob` to `dst` and verify its digest and size. Returns (digest, size)."""
+    from pyoci.images_sources import ImageFormatError
     alg = blob.digest.split(":", 1)[0] if blob.digest else "sha256"
     with blob.open() as src:
         got, got256, size = _hash_copy(src, dst, alg)
@@ -235,6 +244,7 @@ def _compression(path: str) -> str | None:
 
 
 def _decompress(path: str, kind: str, out_path: str, what: str) -> None:
+    from pyoci.images_sources import ImageFormatError
     if kind == "zstd":
         import subprocess
         zstd = shutil.which("zstd")
@@ -256,7 +266,7 @@ def _decompress(path: str, kind: str, out_path: str, what: str) -> None:
         raise ImageFormatError(f"{what}: cannot decompress ({kind}): {e}") from None
 
 
-def _layer_tar(blob: Blob, work: str, i: int) -> tuple[str, str, str, int]:
+def _layer_tar(blob, work: str, i: int) -> tuple[str, str, str, int]:
     """Fetch and verify a layer; returns (uncompressed tar path, digest, diff id, size)."""
     raw = os.path.join(work, f"blob-{i}")
     digest, size = _fetch(blob, raw)
@@ -316,73 +326,97 @@ def import_image(root: str, path: str, name: str | None = None) -> dict:
     """Import an OCI layout (dir or archive), a docker-archive or a plain rootfs tar. Every
     blob is copied into the store's tmp dir and verified before use; layers are applied in
     order with whiteouts. Returns the image record (image.json)."""
+    import tarfile
+    from pyoci.images_sources import ImageFormatError, open_source
     if name is not None:
         check_name(name)
     store = Store(root)
     store.ensure()
-    src = open_source(path)
+    try:
+        src = open_source(path)
+    except OSError as e:
+        raise ImageFormatError(f"{path}: {e.strerror or e}") from None
     work = os.path.join(store.tmp_dir, secrets.token_hex(8))
     os.mkdir(work, 0o700)
     try:
-        cfg_bytes = None
-        cfg: dict = {}
-        if src.config is not None:
-            p = os.path.join(work, "config.json")
-            _fetch(src.config, p)
-            with open(p, "rb") as f:
-                cfg_bytes = f.read()
-            try:
-                cfg = json.loads(cfg_bytes)
-            except ValueError as e:
-                raise ImageFormatError(f"{src.path}: image config: invalid JSON ({e})") from None
-            if not isinstance(cfg, dict):
-                raise ImageFormatError(f"{src.path}: image config is not a JSON object")
-        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids")
-        if src.config is not None:
-            if not isinstance(diff_ids, list) or len(diff_ids) != len(src.layers):
-                raise ImageFormatError(f"{src.path}: image config rootfs.diff_ids lists "
-                                       f"{len(diff_ids or [])} layers, the manifest {len(src.layers)}")
-            for i, d in enumerate(diff_ids):
-                check_digest(d, f"config rootfs.diff_ids[{i}]")
-            image_id = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
-            if os.path.isdir(store.image_dir(image_id)):
-                final = name or src.default_name or image_id.split(":")[1][:12]
-                with store.lock():
-                    return _commit(store, work, {"id": image_id}, check_name(final))
-        rootfs = os.path.join(work, "rootfs")
-        os.mkdir(rootfs, 0o755)
-        layers = []
-        for i, blob in enumerate(src.layers):
-            tar, digest, diff_id, size = _layer_tar(blob, work, i)
-            if diff_ids is not None and diff_ids[i] != diff_id:
-                raise ImageFormatError(f"{blob.what}: uncompressed content does not match "
-                                       f"rootfs.diff_ids[{i}] (expected {diff_ids[i]}, got {diff_id})")
-            apply_layer_file(rootfs, tar, blob.what)
-            os.unlink(tar)
-            layers.append({"digest": digest, "diffID": diff_id, "size": size,
-                           **({"mediaType": blob.media_type} if blob.media_type else {})})
-        if src.config is None:
-            env = [f"PATH={_default_path()}"]
-            cmd = ["/bin/sh"] if os.path.lexists(os.path.join(rootfs, "bin", "sh")) else []
-            cfg = {"architecture": machine_arch(), "os": "linux",
-                   "config": {"Env": env, **({"Cmd": cmd} if cmd else {})},
-                   "rootfs": {"type": "layers", "diff_ids": [l["diffID"] for l in layers]},
-                   "history": [{"created_by": f"pyoci image import {os.path.basename(src.path)}"}]}
-            cfg_bytes = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
-            with open(os.path.join(work, "config.json"), "wb") as f:
-                f.write(cfg_bytes)
-            image_id = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
-        meta = {"id": image_id, "format": src.format, "source": src.path, "imported": _now(),
-                "created": cfg.get("created"), "architecture": cfg.get("architecture"),
-                "os": cfg.get("os"), "config": _exec_config(cfg), "layers": layers,
-                "size": _tree_size(rootfs), "notes": src.notes}
-        final = check_name(name or src.default_name or image_id.split(":")[1][:12])
-        with store.lock():
-            return _commit(store, work, meta, final)
+        return _import(store, src, work, name)
+    except (OSError, EOFError, tarfile.TarError) as e:
+        what = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
+        raise ImageFormatError(f"{src.path}: import failed: {what}") from None
     finally:
         src.close()
         if os.path.isdir(work):
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _import(store: Store, src, work: str, name: str | None) -> dict:
+    from pyoci.images_layers import apply_layer_file
+    from pyoci.images_sources import ImageFormatError, check_digest, machine_arch
+    default = name
+    if default is None and src.default_name:
+        try:
+            default = check_name(src.default_name)
+        except UsageError:
+            default = None
+    cfg_bytes = None
+    cfg: dict = {}
+    if src.config is not None:
+        p = os.path.join(work, "config.json")
+        _fetch(src.config, p)
+        with open(p, "rb") as f:
+            cfg_bytes = f.read()
+        try:
+            cfg = json.loads(cfg_bytes)
+        except ValueError as e:
+            raise ImageFormatError(f"{src.path}: image config: invalid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise ImageFormatError(f"{src.path}: image config is not a JSON object")
+    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids")
+    if src.config is not None:
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(src.layers):
+            raise ImageFormatError(f"{src.path}: image config rootfs.diff_ids lists "
+                                   f"{len(diff_ids or [])} layers, the manifest {len(src.layers)}")
+        for i, d in enumerate(diff_ids):
+            check_digest(d, f"config rootfs.diff_ids[{i}]")
+        image_id = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
+        final = check_name(default or image_id.split(":")[1][:12])
+        for img in store.images():          # refuse a taken name before the work, not after
+            if final in img.get("names", []) and img["id"] != image_id:
+                raise PyociError(f"image name {final!r} is already used by image {img['id'][:19]}: "
+                                 f"remove it first (pyoci image rm {final}) or choose another name")
+        if os.path.isdir(store.image_dir(image_id)):
+            with store.lock():
+                return _commit(store, work, {"id": image_id}, final)
+    rootfs = os.path.join(work, "rootfs")
+    os.mkdir(rootfs, 0o755)
+    layers = []
+    for i, blob in enumerate(src.layers):
+        tar, digest, diff_id, size = _layer_tar(blob, work, i)
+        if diff_ids is not None and diff_ids[i] != diff_id:
+            raise ImageFormatError(f"{blob.what}: uncompressed content does not match "
+                                   f"rootfs.diff_ids[{i}] (expected {diff_ids[i]}, got {diff_id})")
+        apply_layer_file(rootfs, tar, blob.what)
+        os.unlink(tar)
+        layers.append({"digest": digest, "diffID": diff_id, "size": size,
+                       **({"mediaType": blob.media_type} if blob.media_type else {})})
+    if src.config is None:
+        env = [f"PATH={_default_path()}"]
+        cmd = ["/bin/sh"] if os.path.lexists(os.path.join(rootfs, "bin", "sh")) else []
+        cfg = {"architecture": machine_arch(), "os": "linux",
+               "config": {"Env": env, **({"Cmd": cmd} if cmd else {})},
+               "rootfs": {"type": "layers", "diff_ids": [l["diffID"] for l in layers]},
+               "history": [{"created_by": f"pyoci image import {os.path.basename(src.path)}"}]}
+        cfg_bytes = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+        with open(os.path.join(work, "config.json"), "wb") as f:
+            f.write(cfg_bytes)
+        image_id = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
+    meta = {"id": image_id, "format": src.format, "source": src.path, "imported": _now(),
+            "created": cfg.get("created"), "architecture": cfg.get("architecture"),
+            "os": cfg.get("os"), "config": _exec_config(cfg), "layers": layers,
+            "size": _tree_size(rootfs), "notes": src.notes}
+    final = check_name(default or image_id.split(":")[1][:12])
+    with store.lock():
+        return _commit(store, work, meta, final)
 
 
 def _default_path() -> str:
@@ -392,6 +426,7 @@ def _default_path() -> str:
 
 def import_busybox(root: str, name: str = "busybox", busybox: str | None = None) -> dict:
     """The default image: a root filesystem made from Debian's busybox-static."""
+    from pyoci.images_sources import machine_arch
     from pyoci.specgen import BUSYBOX, make_busybox_rootfs
     check_name(name)
     busybox = busybox or BUSYBOX

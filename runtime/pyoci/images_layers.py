@@ -304,5 +304,8 @@ class LayerApplier:
 
 def apply_layer_file(root: str, tar_path: str, layer: str = "layer") -> None:
     """Apply the uncompressed layer tar at `tar_path` onto directory `root`."""
-    with tarfile.open(tar_path, "r:") as tf, LayerApplier(root) as ap:
-        ap.apply(tf, layer)
+    try:
+        with tarfile.open(tar_path, "r:") as tf, LayerApplier(root) as ap:
+            ap.apply(tf, layer)
+    except tarfile.TarError as e:
+        raise LayerError(f"{layer}: not a valid tar archive ({e})") from None
