@@ -12,6 +12,8 @@
  *       <link-target> (renameat2 RENAME_EXCHANGE, so the name always exists).
  *   attacker swapfile <dir> <name> <link-target> <stopfile> <seconds>
  *       the same with a regular file instead of a directory.
+ *   attacker swapkeep <dir> <name> <link-target> <stopfile> <seconds>
+ *       the same with whatever <dir>/<name> already is (e.g. a device node).
  *   attacker ids
  *       prints "uid=R euid=E gid=G egid=H".
  *   attacker open <path> <r|w>
@@ -168,11 +170,19 @@ static int swap(const char *dir, const char *name, const char *target, const cha
         return 2;
     char other[4096];
     snprintf(other, sizeof other, ".%s.swap", name);
-    unlink(name);
-    rmdir(name);
+    if (file != 2) {
+        unlink(name);
+        rmdir(name);
+    }
     unlink(other);
     rmdir(other);
-    if (file) {
+    if (file == 2) {
+        struct stat st;
+        if (fstatat(AT_FDCWD, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            printf("stat %s: %s\n", name, strerror(errno));
+            return 3;
+        }
+    } else if (file) {
         int fd = open(name, O_CREAT | O_WRONLY, 0644);
         if (fd < 0)
             return 3;
@@ -216,6 +226,8 @@ int main(int argc, char **argv) {
         return swap(argv[2], argv[3], argv[4], argv[5], atof(argv[6]), 0);
     if (argc >= 7 && !strcmp(argv[1], "swapfile"))
         return swap(argv[2], argv[3], argv[4], argv[5], atof(argv[6]), 1);
+    if (argc >= 7 && !strcmp(argv[1], "swapkeep"))
+        return swap(argv[2], argv[3], argv[4], argv[5], atof(argv[6]), 2);
     if (argc >= 2 && !strcmp(argv[1], "ids")) {
         printf("uid=%d euid=%d gid=%d egid=%d\n", getuid(), geteuid(), getgid(), getegid());
         return 0;
