@@ -201,12 +201,13 @@ class Store:
 
 # ─────────────────────────────── import ───────────────────────────────
 
-def _hash_copy(src, dst_path: str, alg: str = "sha256") -> tuple[str, str, int]:
-    """Copy a stream to a new file; returns (alg digest, sha256 digest, size)."""
+def _hash_copy(src, dst_path: str, alg: str = "sha256", limit: int | None = None) -> tuple[str, str, int]:
+    """Copy a stream to a new file (at most `limit` bytes); returns (alg digest, sha256
+    digest, size)."""
     h, h256, n = hashlib.new(alg), hashlib.sha256(), 0
     with open(dst_path, "xb") as out:
-        while True:
-            chunk = src.read(1 << 20)
+        while limit is None or n < limit:
+            chunk = src.read(1 << 20 if limit is None else min(1 << 20, limit - n))
             if not chunk:
                 break
             h.update(chunk)
@@ -223,8 +224,10 @@ def _fetch(blob, dst: str) -> tuple[str, int]:
     """Copy `blob` to `dst` and verify its digest and size. Returns (digest, size)."""
     from pyoci.images_sources import ImageFormatError
     alg = blob.digest.split(":", 1)[0] if blob.digest else "sha256"
+    # a descriptor's size bounds the read (one byte more, to notice a longer blob)
+    limit = blob.size + 1 if isinstance(blob.size, int) and blob.size >= 0 else None
     with blob.open() as src:
-        got, got256, size = _hash_copy(src, dst, alg)
+        got, got256, size = _hash_copy(src, dst, alg, limit)
     if blob.digest and got != blob.digest:
         raise ImageFormatError(f"{blob.what}: content does not match its digest "
                                f"(expected {blob.digest}, got {got})")

@@ -271,6 +271,26 @@ def test_import_oci_archive_and_plain_rootfs_tar(tmp_path):
     assert "etc/old" in tree(images.Store(str(tmp_path / "root")).rootfs(img2))
 
 
+@pytest.mark.skipif(not __import__("shutil").which("zstd"), reason="zstd program not installed")
+def test_import_zstd_rootfs_tar(tmp_path):
+    import subprocess
+    raw = tmp_path / "rootfs.tar"
+    raw.write_bytes(_two_layers()[0])
+    subprocess.run(["zstd", "-q", "-o", str(tmp_path / "rootfs.tar.zst"), str(raw)], check=True, timeout=60)
+    img = images.import_image(str(tmp_path / "root"), str(tmp_path / "rootfs.tar.zst"), "z")
+    assert img["layers"][0]["diffID"] == sha(_two_layers()[0])
+    assert "etc/passwd" in tree(images.Store(str(tmp_path / "root")).rootfs(img))
+
+
+def test_blob_longer_than_its_descriptor_is_refused(tmp_path):
+    def tamper(blobs, descs):
+        descs[0]["size"] -= 1
+    layout = tmp_path / "layout"
+    write_layout(str(layout), [_two_layers()[0]], tamper=tamper)
+    with pytest.raises(ImageFormatError, match="the descriptor says"):
+        images.import_image(str(tmp_path / "root"), str(layout), "bad")
+
+
 def test_digest_mismatch_is_refused_and_nothing_kept(tmp_path):
     def tamper(blobs, descs):
         d = descs[0]["digest"]
