@@ -252,6 +252,38 @@ def test_oci_layout_archive_and_docker_archive_give_the_same_image(umoci_image, 
     assert trees["oci-layout"] == trees["oci-archive"] == trees["docker-archive"]
 
 
+def test_image_config_and_file_metadata_reach_the_container(runtime, tmp_path, busybox_rootfs):
+    """User, WorkingDir, Env and Cmd of the image config; owners and set-id bits of the layer."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.add(busybox_rootfs, arcname=".")
+        t, data = _ti("srv", "dir")
+        tf.addfile(t)
+        t, data = _ti("srv/owned", data=b"x")
+        t.uid, t.gid, t.mode = 1234, 4321, 0o4755
+        tf.addfile(t, io.BytesIO(data))
+    layout = tmp_path / "layout"
+    _oci_layout(layout, [buf.getvalue()], config={
+        "User": "nobody", "WorkingDir": "/srv", "Env": ["FOO=bar"],
+        "Cmd": ["sh", "-c", "echo $(id -u):$(id -g) $(pwd) $FOO $PATH; stat -c '%u %g %a' owned"],
+        "StopSignal": "SIGINT"})
+    runtime.ok("image", "import", str(layout), "cfg")
+    img = json.loads(runtime.ok("image", "inspect", "cfg").stdout)
+    st = os.lstat(os.path.join(img["rootfs"], "srv", "owned"))
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 4321, 0o4755)
+    p = runtime.run("run", "--image", "cfg", "--name", "u")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [
+        "65534:65534 /srv bar /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "1234 4321 4755"]
+    runtime.ok("create", "--image", "cfg", "--name", "s")
+    try:
+        st = runtime.state("s")
+        assert st["annotations"]["org.opencontainers.image.stopSignal"] == "SIGINT"
+    finally:
+        runtime.ok("delete", "--force", "s")
+    runtime.ok("image", "rm", "cfg")
+
+
 # ---------------------------------------------------------------------------------------------
 # malicious archives
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +311,7 @@ def _tar(entries) -> bytes:
     return buf.getvalue()
 
 
-def _oci_layout(path, layers: list[bytes]) -> None:
+def _oci_layout(path, layers: list[bytes], config: dict | None = None) -> None:
     def put(data: bytes) -> str:
         d = hashlib.sha256(data).hexdigest()
         (path / "blobs" / "sha256" / d).write_bytes(data)
@@ -290,7 +322,7 @@ def _oci_layout(path, layers: list[bytes]) -> None:
         gz = gzip.compress(raw)
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(gz),
                       "size": len(gz)})
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": config or {"Cmd": ["sh"]},
                       "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(r).hexdigest()
                                                                 for r in layers]}}).encode()
     man = json.dumps({"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
