@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.list:
         load_checks()
         for n, it in sorted(ITEMS.items()):
-            kind = f"check {it.check.__name__}" if it.check else f"n/a: {it.reason}"
+            kind = (f"check {it.check.__name__}; fails on: {it.fails_on}"
+                    + (f"; mutants: {', '.join(it.mutants)}" if it.mutants else "")
+                    if it.check else f"n/a: {it.reason}")
             print(f"spec#{n:<4} {it.level:<18} {it.text}  [{kind}]")
         return 0
     if a.make_report:

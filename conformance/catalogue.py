@@ -239,6 +239,7 @@ class Item:
     reason: str | None = None
     check: Callable | None = None
     fails_on: str = ""
+    mutants: list = field(default_factory=list)  # broken-runtime variants (mutant.py) that must fail the check
 
 
 ITEMS: dict[int, Item] = {}
@@ -274,6 +275,16 @@ def check(*items: int, fails_on: str = ""):
     return deco
 
 
+_loaded = False
+
+
 def load_checks() -> dict[int, Item]:
+    global _loaded
     from . import checks  # noqa: F401  (registers every check)
+    if not _loaded:
+        from .mutant import TARGETS
+        for name, targets in sorted(TARGETS.items()):
+            for n in targets:
+                ITEMS[n].mutants.append(name)
+        _loaded = True
     return ITEMS

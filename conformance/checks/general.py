@@ -14,7 +14,7 @@ from ..harness import Fail, need, parse_mountinfo, tail, wait_for
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
-@check(1, fails_on="a bundle whose config is named Config.json (create must then fail; all runtimes do)")
+@check(1, fails_on="a runtime that falls back to another file name, such as Config.json")
 def config_json_name(ctx):
     b = ctx.bundle(["/bin/true"])
     os.rename(b.path / "config.json", b.path / "Config.json")
