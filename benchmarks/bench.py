@@ -891,6 +891,31 @@ def render(raw: dict) -> str:
     L.append(f"| whole invocation (wall, with --debug) | {w['run']['median']:.1f} | create {w['create']['median']:.1f}, "
              f"start {w['start']['median']:.1f}, delete {w['delete']['median']:.1f} |")
     L.append("")
+    # composition of (a)
+    try:
+        whole = w["run"]["median"]
+        py = raw["startup"]["python -c pass"]["wall"]["median"]
+        imp = (raw["imports"]["run"]["total_us"] - raw["imports"]["run"]["startup_us"]) / 1000
+        ct = st["stages"]["run:create.total"]["median"]
+        sta = st["stages"]["run:start"]["median"]
+        rest = whole - py - imp - ct - sta
+        L.append("Where the time of one `pyoci run` (a) goes (medians of the --debug runs; imports: sum of min "
+                 "self times, so the split is approximate):")
+        L.append("")
+        L.append("| part | ms | share |")
+        L.append("|---|---|---|")
+        for label, v in (("interpreter start-up (`python -c pass`)", py),
+                         ("imports of pyoci and the stdlib modules it needs", imp),
+                         ("create: validate, plan, fork, namespaces, cgroup, rootfs, process, exec gate "
+                          "(`create.total`)", ct),
+                         ("start: release the exec gate (`start`)", sta),
+                         ("the rest: /bin/true runs and exits, reaping, delete (cgroup kill + rmdir, state "
+                          "removal), interpreter exit", rest)):
+            L.append(f"| {label} | {v:.1f} | {100 * v / whole:.0f}% |")
+        L.append(f"| whole `run` with --debug | {whole:.1f} | 100% |")
+        L.append("")
+    except (KeyError, ZeroDivisionError, TypeError):
+        pass
     # imports
     for key in ("run", "state"):
         p = raw["imports"][key]
