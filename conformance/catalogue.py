@@ -225,7 +225,6 @@ REASONS = {
     155: "needs Intel RDT hardware (resctrl) with a pre-configured CLOS directory",
     156: "needs Intel RDT hardware (resctrl) to see which directories delete removes",
     157: "needs Intel RDT hardware with monitoring (resctrl mon_groups)",
-    159: "a build-time property of the runtime's source, not observable through the CLI",
 }
 
 

@@ -39,7 +39,7 @@ TARGETS: dict[str, list[int]] = {
     "mask-dev": [114], "no-dev-symlinks": [115], "leak-fd": [116], "drop-cgroupspath": [118, 119],
     "chown-cgroup": [120], "drop-device-rules": [123], "drop-sysctl": [133], "drop-listener": [138, 139],
     "drop-masked": [140], "drop-readonly-paths": [141], "features:max-below-min": [160], "features:extra": [161],
-    "features:bad-ns": [163], "features:claim-idmap": [164], "features:bad-annotations": [165],
+    "features:bad-ns": [163], "features:host-probe": [159], "features:claim-idmap": [164], "features:bad-annotations": [165],
     "drop-hugepages": [128], "drop-unified": [131], "drop-personality": [143],
 }
 
@@ -352,6 +352,8 @@ def main(argv: list[str]) -> int:
             f.setdefault("linux", {}).setdefault("namespaces", []).append("not-a-namespace")
         if "features:claim-idmap" in m:
             f.setdefault("linux", {})["mountExtensions"] = {"idmap": {"enabled": True}}
+        if "features:host-probe" in m and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            f.setdefault("linux", {}).setdefault("cgroup", {})["v2"] = False
         if "features:bad-annotations" in m:
             f["annotations"] = {"": 1}
         print(json.dumps(f))

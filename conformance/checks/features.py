@@ -40,6 +40,24 @@ def _ver(s: str) -> tuple:
     return (int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4) is None)
 
 
+@check(159, fails_on="a runtime that probes the host (e.g. cgroup v2 or LSMs) to fill the features document")
+def features_fixed(ctx):
+    """The same document with the host's cgroup2 and /sys/kernel (LSMs, delegate list) hidden."""
+    import subprocess
+    f = features(ctx)
+    argv = " ".join(f"'{a}'" for a in ctx.rt.argv("features"))
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        "mount -t tmpfs none /sys/fs/cgroup && mount -t tmpfs none /sys/kernel && exec " + argv],
+                       capture_output=True, text=True, timeout=30)
+    need(p.returncode == 0, f"`features` failed on a host without cgroup2 and /sys/kernel: {tail(p.stderr)}")
+    try:
+        g = json.loads(p.stdout)
+    except ValueError:
+        raise Fail(f"`features` printed no JSON on the changed host: {tail(p.stdout)}")
+    need(f == g, "the features document changes with the host (cgroup2 and /sys/kernel hidden): "
+         f"{sorted(k for k in set(f) | set(g) if f.get(k) != g.get(k))} differ")
+
+
 @check(160, fails_on="crun 1.8.1 (no `features` command); a runtime refusing its own ociVersionMin")
 def features_versions(ctx):
     f = features(ctx)
