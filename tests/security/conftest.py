@@ -92,6 +92,15 @@ class HookRecorder:
         return out
 
 
+def swap_hook(path, link_target: str) -> dict:
+    """A createRuntime hook (host side, after the mounts and /dev are made, before pivot_root,
+    masking and the console bind) that replaces `path` by a symlink to `link_target`: a
+    deterministic stand-in for a racing container that shares the directory."""
+    code = ("import os,sys;p,t=sys.argv[1],sys.argv[2]\n"
+            "try: os.unlink(p)\nexcept FileNotFoundError: pass\nos.symlink(t,p)")
+    return {"path": sys.executable, "args": [sys.executable, "-c", code, str(path), link_target]}
+
+
 def _unescape(s: str) -> str:
     return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 

@@ -23,7 +23,7 @@ import stat
 
 import pytest
 
-from conftest import force_delete, wait_for
+from conftest import force_delete, swap_hook, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -110,6 +110,27 @@ def test_real_dev_null_in_an_attacker_dev_still_masks(runtime, bundle, tmp_path)
         assert any(os.path.exists(f"/proc/{pid}/root{p}") for p in MASKED_FILES)
     finally:
         force_delete(runtime, "mask-ok")
+
+
+@pytest.mark.parametrize("target", ["/proc/sys/kernel/core_pattern", "/dev/zero"])
+def test_dev_null_swapped_after_the_devices_are_made_is_refused(runtime, bundle, tmp_path, target):
+    """The race won by the attacker, made deterministic: /dev/null is a real null device when
+    /dev is set up, and becomes a symlink before the masks are applied (a hook does the swap
+    at that point). Masking must refuse it, not follow it."""
+    dev = _attacker_dev(tmp_path)
+    os.mknod(dev / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    _bind_dev(bundle, dev)
+    bundle.config["hooks"] = {"createRuntime": [swap_hook(dev / "null", target)]}
+    bundle.set_args("/bin/true")
+    try:
+        p = runtime.run("create", "--bundle", bundle.path, "maskhook")
+        assert os.path.islink(dev / "null"), "the hook did not run"
+        if p.returncode == 0:
+            pid = runtime.state("maskhook")["pid"]
+            assert not _check_masks(pid), _check_masks(pid)
+        assert p.returncode != 0 and REFUSAL in p.stderr, p.stderr
+    finally:
+        force_delete(runtime, "maskhook")
 
 
 def test_dev_null_swapped_by_a_container_sharing_dev(runtime, second_bundle, install_attacker, tmp_path):
