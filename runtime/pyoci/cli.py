@@ -274,7 +274,7 @@ def _create_opts(a: Args, root: str, detach: bool = True):
     return Options(container_id=a.pos[0], bundle=a.flags.get("bundle") or os.getcwd(), root_dir=root,
                    pid_file=pf, console_socket=a.flags.get("console-socket"), preserve_fds=n,
                    no_pivot=bool(a.flags.get("no-pivot")), no_new_keyring=bool(a.flags.get("no-new-keyring")),
-                   detach=detach)
+                   detach=detach, network=a.flags.get("network") if not a.flags.get("image") else None)
 
 
 def _dispatch(verb: str, a: Args, root: str) -> int | None:

@@ -91,6 +91,9 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
     if config is None:
         from pyoci import spec
         config, warnings = spec.load_bundle_config(bundle)
+    if opts.network:
+        config = dict(config, annotations=dict(config.get("annotations") or {},
+                                               **{"org.pyoci.network": opts.network}))
     for w in warnings or []:
         log.warning(w)
     log.stage("validate", t0, f"{bundle}/config.json is valid")
@@ -578,6 +581,10 @@ def update(root: str, cid: str, resources: dict) -> None:
     try:
         st.check_transition("update", ctr.status(), cid)
         cg = _require_cgroup(ctr)
+        if resources.get("devices"):
+            # like create: the rules given, then the devices every container needs
+            from pyoci.cgroups import DEFAULT_ALLOWED_DEVICES
+            resources = dict(resources, devices=list(resources["devices"]) + list(DEFAULT_ALLOWED_DEVICES))
         cg.update(resources)
     finally:
         ctr.unlock()

@@ -26,6 +26,7 @@ class Options:
     no_pivot: bool = False
     no_new_keyring: bool = False
     detach: bool = True
+    network: str | None = None        # `--network bridge|none`: the org.pyoci.network annotation
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,10 @@ def build_plan(config: dict, opts: Options, warnings: list[str] | None = None) -
         warnings.extend(seccomp_prog.warnings)
 
     net = None
-    if "network" in ns.new:
+    if "network" in ns.new or any(t == "network" for t, _ in ns.join) or linux.get("netDevices") \
+            or (config.get("annotations") or {}).get("org.pyoci.network"):
         from pyoci import network
-        net = network.plan_network(config)
+        net = network.plan_network(config)   # also reports netDevices without a netns (spec#145)
 
     # A container gets a cgroup when it has its own resources or cgroupsPath, and always
     # by default (runc does), so pause/kill --all/ps work.

@@ -90,6 +90,9 @@ def validate_id(cid: str) -> None:
                          "(it names the state directory and the cgroup)")
     if cid in (".", "..") or not _ID_RE.match(cid):
         raise UsageError(f"invalid container id format: {cid}")
+    if cid.startswith("."):
+        # runc allows it, but pyoci keeps its own stores (.ipam, .images) beside the state dirs
+        raise UsageError(f"invalid container id format: {cid} (ids may not start with '.')")
 
 
 def proc_start_time(pid: int) -> int | None:
