@@ -327,3 +327,49 @@ def test_hook_timeout(runtime, bundle):
     assert p.returncode == 1 and "timed out" in p.stderr
     assert time.time() - t < 20
     assert runtime.ids() == []
+
+
+def test_each_hook_runs_in_its_namespace_with_the_state_on_stdin(runtime, bundle, tmp_path):
+    """spec#52-61: prestart/createRuntime/poststart/poststop in the runtime namespace,
+    createContainer/startContainer in the container's (mount namespace checked), each with
+    the state JSON (id, pid, bundle) on stdin and exactly the args/env given."""
+    out = tmp_path / "where.log"
+    script = "#!/bin/sh\nstate=$(cat)\necho \"$1 $(readlink /proc/self/ns/mnt) $HOOKENV $state\" >> {}\n"
+    host_hook = tmp_path / "hook.sh"
+    host_hook.write_text(script.format(out))
+    host_hook.chmod(0o755)
+    # startContainer resolves in the container: put a copy in the rootfs writing to a bind mount
+    (bundle.rootfs / "hook.sh").write_text(script.format("/hooklog/where.log"))
+    (bundle.rootfs / "hook.sh").chmod(0o755)
+    (bundle.rootfs / "hooklog").mkdir()
+    bundle.config["mounts"].append({"destination": "/hooklog", "type": "bind", "source": str(tmp_path),
+                                    "options": ["rbind", "rw"]})
+    hooks = {}
+    for kind in ("prestart", "createRuntime", "createContainer", "poststart", "poststop"):
+        hooks[kind] = [{"path": str(host_hook), "args": ["hook.sh", kind], "env": ["HOOKENV=set"]}]
+    hooks["startContainer"] = [{"path": "/hook.sh", "args": ["hook.sh", "startContainer"],
+                                "env": ["HOOKENV=set"]}]
+    bundle.config["hooks"] = hooks
+    bundle.set_args("sleep", "1")
+    runtime.ok("create", "--bundle", bundle.path, "h4")
+    init = runtime.state("h4")["pid"]
+    container_mnt = os.readlink(f"/proc/{init}/ns/mnt")
+    runtime.ok("start", "h4")
+    runtime.wait_status("h4", "stopped")
+    runtime.ok("delete", "h4")
+    rows = {}
+    for line in out.read_text().splitlines():
+        kind, mnt, env, state = line.split(" ", 3)
+        rows[kind] = (mnt, env, json.loads(state))
+    host_mnt = os.readlink("/proc/self/ns/mnt")
+    assert set(rows) == {"prestart", "createRuntime", "createContainer", "startContainer",
+                         "poststart", "poststop"}
+    for kind in ("prestart", "createRuntime", "poststart", "poststop"):
+        assert rows[kind][0] == host_mnt, kind
+    for kind in ("createContainer", "startContainer"):
+        assert rows[kind][0] == container_mnt, kind
+    for kind, (_, env, state) in rows.items():
+        assert env == "set"
+        assert state["id"] == "h4" and state["bundle"] == str(bundle.path)
+        if kind != "poststop":
+            assert state["pid"] == init, kind
