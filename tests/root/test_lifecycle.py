@@ -11,8 +11,10 @@ pytestmark = pytest.mark.root
 
 
 def _upstream_state_schema_validate(doc):
+    from helpers.upstream import validate
     from pyoci import spec
-    spec.validate_state(doc)
+    spec.validate_state(doc)                  # the project's own schema
+    validate("state-schema.json", doc)        # and the upstream one (oracle)
 
 
 def test_run_prints_and_exits_with_code(runtime, bundle):

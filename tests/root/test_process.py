@@ -194,25 +194,8 @@ def test_features_and_spec_validate_against_upstream_schemas(runtime, tmp_path):
 
 
 def _upstream_validate(name, doc):
-    import pathlib
-    repo = pathlib.Path(__file__).resolve().parents[2]
-    schema_dir = repo.parent / "shared" / "oci-runtime-spec" / "v1.3.0" / "schema"
-    if not schema_dir.is_dir():
-        pytest.skip("upstream schemas (../shared) not available")
-    import jsonschema
-    from referencing import Registry, Resource
-
-    def load(p):
-        text = p.read_text().replace('"#definitions/', '"#/definitions/')
-        return json.loads(text)
-    resources = []
-    for p in schema_dir.glob("*.json"):
-        d = load(p)
-        resources.append((p.name, Resource.from_contents(d, default_specification=jsonschema.Draft4Validator.META_SCHEMA and __import__("referencing.jsonschema").jsonschema.DRAFT4)))
-        resources.append((f"file://{p}", resources[-1][1]))
-    reg = Registry().with_resources(resources)
-    schema = load(schema_dir / name)
-    jsonschema.Draft4Validator(schema, registry=reg).validate(doc)
+    from helpers.upstream import validate
+    validate(name, doc)
 
 
 def test_pause_resume_and_state(runtime, bundle):
