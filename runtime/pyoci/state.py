@@ -126,11 +126,18 @@ class Container:
 
     # --- locking ---------------------------------------------------------------
     def lock(self) -> None:
-        fd = os.open(os.path.join(self.dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        path = os.path.join(self.dir, LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._lock_fd = fd
-        # the container may have been deleted while we waited for the lock
-        if not os.path.exists(os.path.join(self.dir, LOCK)):
+        # the container may have been deleted while we waited for the lock (its dir was
+        # renamed away), and maybe created again: then the lock we hold is not its lock
+        mine = os.fstat(fd)
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
             self.unlock()
             raise NotFound(self.id)
 

@@ -104,3 +104,34 @@ def test_over_long_id_is_refused_before_anything_is_made(tmp_path):
     with pytest.raises(UsageError, match="300 characters, longer than 255"):
         st.Container.new(str(tmp_path), "a" * 300)
     st.Container.new(str(tmp_path), "a" * 255).unlock()
+
+
+def test_a_waiter_never_takes_a_recreated_container_for_the_one_it_waited_for(tmp_path):
+    """B waits for the lock of c6 while A deletes c6 and creates a new c6: B must not believe
+    it holds the new container's lock (it holds the old, unlinked one)."""
+    import threading
+    a = st.Container.new(str(tmp_path), "c6")
+    a.data = {"id": "c6", "status": "created"}
+    a.save()
+    result = {}
+
+    def waiter():
+        try:
+            result["c"] = st.Container.load(str(tmp_path), "c6")
+        except NotFound as e:
+            result["err"] = e
+    t = threading.Thread(target=waiter)
+    t.start()
+    # wait (bounded) until the waiter is blocked on the old lock: /proc/locks shows "->"
+    import time
+    for _ in range(500):
+        if "->" in open("/proc/locks").read():
+            break
+        time.sleep(0.01)
+    a.remove()
+    b = st.Container.new(str(tmp_path), "c6")      # a new container with the same id, locked
+    a.unlock()                                       # the old lock is released
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert "err" in result, "the waiter proceeded with the lock of a container that is gone"
+    b.unlock()
