@@ -31,6 +31,8 @@ def main() -> int:
     copy = tempfile.mkdtemp(prefix="pyoci-ab-tree-")
     shutil.copytree(os.path.join(bench.REPO, "runtime"), os.path.join(copy, "runtime"),
                     ignore=shutil.ignore_patterns("__pycache__"))
+    # spec.py finds oci-schemas/ next to runtime/
+    shutil.copytree(os.path.join(bench.REPO, "oci-schemas"), os.path.join(copy, "oci-schemas"))
     subprocess.run(["git", "apply", os.path.abspath(a.patch)], cwd=copy, check=True)
     subprocess.run([bench.VENV_PY, "-m", "compileall", "-q", os.path.join(copy, "runtime", "pyoci")],
                    check=True, stdout=subprocess.DEVNULL)
