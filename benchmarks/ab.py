@@ -5,7 +5,8 @@
 The patch is applied to a temporary copy of runtime/ (never to the working tree); both
 variants run as `.venv/bin/python -m pyoci` (B with PYTHONPATH pointing at the copy), each
 measured by rusage_exec (wall, CPU user+sys, peak RSS): `run` of /bin/true, then `create`,
-`state`, `start`, (wait for the exit), `delete`. Prints median and min per command and the
+`state`, `start`, (wait for the exit), `delete`; then `exec /bin/true` into one running
+container. Prints median and min per command and the
 median difference. Root only (same set-up as bench.py).
 """
 from __future__ import annotations
@@ -69,6 +70,23 @@ def main() -> int:
                     for k, r in m.items():
                         res.setdefault((k, "CPU", variant), []).append(r.cpu_ms)
                         res.setdefault((k, "wall", variant), []).append(r.wall_ms)
+        # exec into one running container (made by the tree as is; the state format is shared)
+        os.environ.pop("PYTHONPATH", None)
+        cmd = [bench.VENV_PY, "-m", "pyoci", "--root", rt.root]
+        cid = ids("c")
+        bench.spawn(cmd + ["run", "-d", "--bundle", rt.bundles["sleep"], cid])
+        for i in range(a.n + 2):
+            for variant in ("as is", "patched"):
+                if variant == "patched":
+                    os.environ["PYTHONPATH"] = os.path.join(copy, "runtime")
+                else:
+                    os.environ.pop("PYTHONPATH", None)
+                r = bench.spawn(cmd + ["exec", cid, "/bin/true"])
+                if i >= 2:
+                    res.setdefault(("exec", "CPU", variant), []).append(r.cpu_ms)
+                    res.setdefault(("exec", "wall", variant), []).append(r.wall_ms)
+        os.environ.pop("PYTHONPATH", None)
+        bench.spawn(cmd + ["delete", "--force", cid])
     finally:
         os.environ.pop("PYTHONPATH", None)
         bench.cleanup({"pyoci": rt}, base, False)
@@ -77,7 +95,7 @@ def main() -> int:
     print("| command | measure | as is | patched | difference of medians |")
     print("|---|---|---|---|---|")
     for measure in ("CPU", "wall"):
-        for k in ("run", "create", "state", "start", "delete"):
+        for k in ("run", "create", "state", "start", "delete", "exec"):
             o, p = res[(k, measure, "as is")], res[(k, measure, "patched")]
             print(f"| {k} | {measure} | {statistics.median(o):.1f} ({min(o):.1f}) | "
                   f"{statistics.median(p):.1f} ({min(p):.1f}) | {statistics.median(p) - statistics.median(o):+.1f} |")
