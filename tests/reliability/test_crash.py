@@ -188,3 +188,37 @@ def test_delete_killed_then_delete_force(runtime, bundle, host):
         _cleanup_and_check(runtime, host, cid, check, links_before)
     finally:
         kill_pids(pids_with_cmdline(runtime.root))
+
+
+def test_a_create_in_progress_is_creating(runtime, bundle, tmp_path):
+    """While create runs (held in a createRuntime hook until the test says go), `state` and
+    `list` say "creating"; once it is done, "created"."""
+    check = HostCheck(cgroup_words=["crash-"])
+    marker, go = tmp_path / "in-hook", tmp_path / "go"
+    bundle.set_args("/bin/sleep", "300")
+    bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"touch {marker}; for i in $(seq 300); do [ -e {go} ] && exit 0; sleep 0.1; done; exit 1"],
+        "timeout": 60}]}
+    bundle.save()
+    cid = "crash-inprogress"
+    proc = subprocess.Popen(runtime.argv("create", "--bundle", str(bundle.path), cid),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert poll(marker.exists, timeout=30), "create never reached its hook"
+        st = runtime.state(cid)
+        assert st["status"] == "creating" and st["pid"] > 0
+        rows = {r["id"]: r for r in json.loads(runtime.ok("list", "--format", "json").stdout)}
+        assert rows[cid]["status"] == "creating"
+        go.touch()
+        assert proc.wait(timeout=60) == 0
+        assert runtime.state(cid)["status"] == "created"
+        runtime.ok("delete", "--force", cid)
+    finally:
+        go.touch()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        kill_pids(pids_with_cmdline(runtime.root))
+    assert runtime.ids() == []
+    check.assert_clean()
