@@ -342,6 +342,25 @@ def _cleanup_cgroup(ctr: st.Container):
     return cg if cg.exists() else None
 
 
+def _kill_recorded(ctr: st.Container, pid_key: str, start_key: str) -> None:
+    """SIGKILL a helper process the state recorded (e.g. the intermediate of a create that
+    was killed before the cgroup held it), only if its start time still matches."""
+    pid = ctr.data.get(pid_key)
+    if not pid:
+        return
+    try:
+        fd = libc.pidfd_open(pid)
+    except (SyscallError, OSError):
+        return
+    try:
+        if st.proc_start_time(pid) == ctr.data.get(start_key):
+            libc.pidfd_send_signal(fd, signal.SIGKILL)
+    except (SyscallError, OSError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
     """Kill whatever is left, then remove cgroup, network, state dir. Tolerates a
     half-made container: only what the state recorded is undone (when the state is lost,
@@ -358,6 +377,7 @@ def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
                 _signal_init(ctr, signal.SIGKILL)
             except (PyociError, OSError):
                 pass
+        _kill_recorded(ctr, "intermediate_pid", "intermediate_start")
         _wait_dead(ctr)
     from pyoci.process import fault
     fault("during-delete")

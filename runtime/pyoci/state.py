@@ -38,7 +38,8 @@ CLEANUP_FILE = "cleanup.json"
 TRASH_PREFIX = ".trash-"
 # what a cleanup needs, kept twice (state.json and cleanup.json)
 CLEANUP_KEYS = ("id", "bundle", "creator_pid", "creator_start", "cgroup_path", "cgroup_root",
-                "cgroup_dir", "cgroup_created", "pid", "pid_start", "network", "image")
+                "cgroup_dir", "cgroup_created", "pid", "pid_start", "network", "image",
+                "intermediate_pid", "intermediate_start")
 
 _ID_RE = re.compile(r"^[\w+\-.]+$")
 MAX_ID_LEN = 255   # NAME_MAX: the id names the state directory and the cgroup
