@@ -64,7 +64,8 @@ def join_all(joins: tuple[tuple[str, str], ...]) -> None:
     try:
         for t, path in joins:
             try:
-                fds.append((t, path, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+                # O_NONBLOCK: a fifo given as a namespace path must not hang us (setns refuses it)
+                fds.append((t, path, os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)))
             except OSError as e:
                 raise SyscallError("open", e.errno, path, stage="namespaces",
                                    detail=f"{t} namespace") from None

@@ -340,7 +340,10 @@ def _valid_ifname(name) -> bool:
 def namespace_type_of(path: str) -> str | None:
     """The OCI type ('network', 'pid', ...) of the namespace file at `path`; None if the file is
     not a namespace. Raises OSError if it cannot be opened."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    import stat
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None          # nsfs files are regular files; a fifo or device would block or worse
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     try:
         import fcntl
         try:

@@ -133,7 +133,7 @@ def test_loopback_is_up_in_a_new_netns(runtime, bundle):
 
 
 def test_join_namespace_by_path(runtime, bundle, tmp_path):
-    holder = subprocess.Popen(["unshare", "--uts", "sh", "-c", "hostname joined-uts; sleep 30"])
+    holder = subprocess.Popen(["unshare", "--uts", "sh", "-c", "hostname joined-uts; exec sleep 30"])
     try:
         deadline = time.time() + 5
         while os.readlink(f"/proc/{holder.pid}/ns/uts") == os.readlink("/proc/self/ns/uts"):
@@ -375,3 +375,15 @@ def test_each_hook_runs_in_its_namespace_with_the_state_on_stdin(runtime, bundle
         assert state["id"] == "h4" and state["bundle"] == str(bundle.path)
         if kind != "poststop":
             assert state["pid"] == init, kind
+
+
+def test_namespace_path_that_is_a_fifo_does_not_hang(runtime, bundle, tmp_path):
+    fifo = tmp_path / "ns-fifo"
+    os.mkfifo(fifo)
+    for n in bundle.linux["namespaces"]:
+        if n["type"] == "ipc":
+            n["path"] = str(fifo)
+    bundle.save()
+    p = runtime.run("create", "--bundle", bundle.path, "fifons", timeout=30)
+    assert p.returncode == 1 and "linux.namespaces" in p.stderr
+    assert runtime.ids() == []
