@@ -184,7 +184,7 @@ def parse_signal(s: str) -> int:
     s = s.strip()
     if s.isdigit():
         n = int(s)
-        if n <= 0 or n > 64:
+        if n < 0 or n > 64:      # 0 is allowed, as in runc: a liveness probe
             raise UsageError(f"unknown signal \"{s}\"")
         return n
     name = s.upper()
@@ -241,11 +241,16 @@ def main(argv: list[str]) -> int:
         if not os.path.isabs(root):
             root = os.path.abspath(root)
         spec, _, _ = VERBS[verb]
-        a, _ = _parse(rest[1:], spec, stop_after_first_pos=(verb == "exec"))
+        try:
+            a, _ = _parse(rest[1:], spec, stop_after_first_pos=(verb == "exec"))
+        except UsageError as e:
+            e.before_exec_args = True
+            raise
         return _dispatch(verb, a, root) or 0
     except PyociError as e:
         log.fatal(str(e))
-        if verb == "exec" and not isinstance(e, UsageError):
+        # runc: once exec's arguments are parsed, every failure exits 255
+        if verb == "exec" and not getattr(e, "before_exec_args", False):
             return 255
         return e.exit_code
     except KeyboardInterrupt:
@@ -330,6 +335,7 @@ def _dispatch(verb: str, a: Args, root: str) -> int | None:
 
 def _list(root: str, a: Args) -> int:
     from pyoci import container as C
+    _need(a, "list", 0)
     states = C.list_states(root)
     fmt = a.flags.get("format", "table")
     if a.flags.get("quiet"):
@@ -387,7 +393,9 @@ def _exec(root: str, a: Args) -> int:
     from pyoci import container as C
     from pyoci import spec as S
     if not a.pos:
-        raise UsageError("\"exec\" requires a minimum of 1 argument(s)")
+        e = UsageError("\"exec\" requires a minimum of 1 argument(s)")
+        e.before_exec_args = True
+        raise e
     cid = a.pos[0]
     if a.flags.get("process"):
         proc = S.read_json(a.flags["process"])
@@ -396,7 +404,7 @@ def _exec(root: str, a: Args) -> int:
             log.warning(w)
     else:
         if len(a.pos) < 2:
-            raise UsageError("\"exec\" requires a minimum of 2 argument(s)")
+            raise UsageError("process args cannot be empty")
         proc = _process_from_container(root, cid)
         proc["args"] = a.pos[1:]
     f = a.flags

@@ -496,6 +496,7 @@ def exec_process(root: str, cid: str, process: dict, detach: bool, pid_file: str
                  console_socket: str | None, preserve_fds: int = 0) -> int:
     from pyoci import process as proc
     from pyoci import security
+    _check_preserved_fds(preserve_fds)     # before we open anything ourselves
     ctr = st.Container.load(root, cid)
     try:
         _guard_corrupt(ctr)

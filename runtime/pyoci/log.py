@@ -28,7 +28,11 @@ class Logger:
 
     def configure(self, path: str | None, fmt: str = "text", debug: bool = False) -> None:
         if path:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # keep the low numbers free: fds 3.. belong to the caller (--preserve-fds)
+            import fcntl
+            self.fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 200)
+            os.close(fd)
         self.json = fmt == "json"
         self.level = _LEVELS["debug"] if debug else _LEVELS["info"]
 

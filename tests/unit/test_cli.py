@@ -37,13 +37,13 @@ def test_flags_after_the_id():
     assert a.flags["force"] is True and a.pos == ["c1"]
 
 
-@pytest.mark.parametrize("text,num", [("9", 9), ("KILL", 9), ("SIGKILL", 9), ("term", 15),
+@pytest.mark.parametrize("text,num", [("0", 0), ("9", 9), ("KILL", 9), ("SIGKILL", 9), ("term", 15),
                                       ("SIGUSR1", 10), ("RTMIN+1", signal.SIGRTMIN + 1)])
 def test_signals(text, num):
     assert cli.parse_signal(text) == num
 
 
-@pytest.mark.parametrize("text", ["SIGBOGUS", "0", "99", "-3"])
+@pytest.mark.parametrize("text", ["SIGBOGUS", "99", "-3"])
 def test_bad_signals(text):
     with pytest.raises(UsageError, match="unknown signal"):
         cli.parse_signal(text)
