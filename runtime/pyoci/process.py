@@ -99,6 +99,10 @@ def launch(plan, ctr, state_for_hooks, on_cgroup, on_network, reap_intermediate=
     st.intermediate = pid
     child.close()
     os.close(ctr_dir_fd)
+    from pyoci.state import proc_start_time
+    # recorded before anything else happens, so `delete --force` after a crash can end it
+    ctr.data.update(intermediate_pid=pid, intermediate_start=proc_start_time(pid))
+    ctr.save()
     log.stage("fork", t0, f"intermediate pid {pid}")
     idmap_fds: dict[int, int] = {}
     try:
