@@ -133,3 +133,18 @@ def test_no_host_fd_visible_in_the_container(runtime, bundle):
         assert sorted(int(x) for x in p.stdout.split()) == [0, 1, 2], p.stdout
     finally:
         force_delete(runtime, "fdl2")
+
+
+def test_ordinary_symlinks_in_cwd_still_work(runtime, bundle):
+    """Control: the defence only refuses magic links; a cwd through ordinary symlinks of the
+    image (absolute or relative) is followed inside the rootfs, as before."""
+    (bundle.rootfs / "srv" / "app").mkdir(parents=True)
+    os.symlink("/srv/app", bundle.rootfs / "abs-link")
+    os.symlink("srv/app", bundle.rootfs / "rel-link")
+    bundle.set_args("sh", "-c", "pwd -P")
+    for cwd in ("/abs-link", "/rel-link", "/abs-link/../app", "/srv/app/"):
+        bundle.process["cwd"] = cwd
+        bundle.save()
+        p = runtime.run("run", "--bundle", bundle.path, "okcwd")
+        assert p.returncode == 0, (cwd, p.stderr)
+        assert p.stdout.strip() == "/srv/app", (cwd, p.stdout)
