@@ -765,6 +765,52 @@ def targets(raw: dict) -> list[str]:
     return out
 
 
+def summary_table(raw: dict) -> list[str]:
+    """The compact table for README.md: medians, ratio pyoci/runc, target met or not."""
+    def med(res, name, key="wall"):
+        return _med(res[name].get(key, []))
+    out = ["Summary (medians; ratio = pyoci / runc; the issue-9 target in the last column):", "",
+           "| scenario | pyoci ms | runc ms | crun ms | pyoci/runc | pyoci/runc CPU | target |",
+           "|---|---|---|---|---|---|---|"]
+    for label, key in (("(a) run /bin/true", "a"), ("(b) create+start+delete", "b"), ("(c) exec /bin/true", "c")):
+        r = raw[key]
+        ratio = med(r, "pyoci") / med(r, "runc")
+        rc = med(r, "pyoci", "cpu") / med(r, "runc", "cpu")
+        out.append(f"| {label} | {med(r, 'pyoci'):.0f} | {med(r, 'runc'):.0f} | {med(r, 'crun'):.0f} | "
+                   f"{ratio:.2f} | {rc:.2f} | ≤ 1.0: {'met' if ratio <= 1.0 else 'not met'} |")
+    counts = sorted(raw["d"])
+    hi = counts[-1]
+    for verb in ("state", "list"):
+        r = raw["d"][hi]
+        ratio = med(r, "pyoci", verb) / med(r, "runc", verb)
+        rc = med(r, "pyoci", f"{verb}_cpu") / med(r, "runc", f"{verb}_cpu")
+        lin = ""
+        if len(counts) == 2:
+            g = med(raw["d"][hi], "pyoci", verb) / med(raw["d"][counts[0]], "pyoci", verb)
+            k = hi / counts[0]
+            lin = (f"time x{g:.2f} from {counts[0]} to {hi} containers: "
+                   + ("independent of the count" if verb == "state" else f"linear or better (≤ x{k:.0f})")
+                   if (g <= 1.5 if verb == "state" else g <= 1.5 * k) else
+                   f"time x{g:.2f} from {counts[0]} to {hi}: NOT linear")
+        out.append(f"| (d) {verb} with {hi} containers | {med(r, 'pyoci', verb):.0f} | {med(r, 'runc', verb):.0f} | "
+                   f"{med(r, 'crun', verb):.0f} | {ratio:.2f} | {rc:.2f} | {lin} |")
+    ec = sorted(raw["e"])
+    e = raw["e"][ec[-1]]
+    lk = [x for res in raw["e"].values() for x in res["pyoci"]["leaks"]]
+    gcpu = (e["pyoci"]["cpu_ms"] / raw["e"][ec[0]]["pyoci"]["cpu_ms"]) if len(ec) == 2 else float("nan")
+    out.append(f"| (e) {ec[-1]} lifecycles, 8 workers (total) | {e['pyoci']['total_ms']:.0f} | "
+               f"{e['runc']['total_ms']:.0f} | {e['crun']['total_ms']:.0f} | "
+               f"{e['pyoci']['total_ms'] / e['runc']['total_ms']:.2f} | "
+               f"{e['pyoci']['cpu_ms'] / e['runc']['cpu_ms']:.2f} | linear (CPU x{gcpu:.2f} for x{ec[-1] / ec[0]:.0f}); "
+               f"leaks: {'none' if not lk else '; '.join(lk)} |")
+    allmax = max(max(v) for v in raw["rss"]["pyoci"].values())
+    rmax = max(max(v) for v in raw["rss"]["runc"].values())
+    cmax = max(max(v) for v in raw["rss"]["crun"].values())
+    out.append(f"| (f) peak RSS, max of every invocation | {allmax / 1024:.1f} MiB | {rmax / 1024:.1f} MiB | "
+               f"{cmax / 1024:.1f} MiB | | | ≤ 30 MiB: {'met' if allmax <= 30 * 1024 else 'not met'} |")
+    return out
+
+
 def render(raw: dict) -> str:
     """Markdown for docs/benchmarks.md (also works on a --json file read back: int keys)."""
     raw = dict(raw, d={int(k): v for k, v in raw["d"].items()}, e={int(k): v for k, v in raw["e"].items()})
@@ -776,6 +822,8 @@ def render(raw: dict) -> str:
     L.append(f"Date: {m['date']}; {raw['n']} alternating runs per scenario after {raw['warmup']} warm-up, "
              f"whole run {raw.get('elapsed_s', '?')} s.")
     L.append(f"Versions: {m['pyoci']} | {m['runc']} | {m['crun']}")
+    L.append("")
+    L.extend(summary_table(raw))
     L.append("")
     L.append("Wall time in ms: median (min–max). Ratio = pyoci median / runc median. "
              "CPU = median user+sys ms of the invocation(s) incl. reaped children, pyoci / runc / crun.")
