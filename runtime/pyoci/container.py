@@ -415,8 +415,51 @@ def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
 
 # ───────────────────────────── run ─────────────────────────────
 
-_FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-            signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+# Like runc's foreground run/exec: every signal that can be caught goes on to the process,
+# except SIGCHLD (we reap), SIGPIPE and SIGXFSZ (Python ignores them: they would come from our
+# own writes), SIGURG (runc skips it) and the synchronous fault signals (ours, not the user's).
+# A signal left at its default (SIGALRM, SIGPWR, SIGIO, SIGRTMIN+n...) would kill pyoci and
+# leave the container running with its state behind.
+_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ,
+                  signal.SIGURG, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                  signal.SIGTRAP, signal.SIGABRT, signal.SIGSYS}
+
+
+def _forward_signals(pid: int, master: int | None = None) -> dict:
+    """Install the forwarding handlers; returns the previous ones (for _restore_signals).
+    With a pty proxied by us, SIGWINCH resizes the pty instead (as runc does)."""
+    def handler(signum, frame):
+        if signum == signal.SIGWINCH and master is not None:
+            _resize(master)
+        else:
+            _forward(pid, signum)
+
+    old = {}
+    for s in signal.valid_signals():
+        if s in _NOT_FORWARDED:
+            continue
+        try:
+            old[s] = signal.signal(s, handler)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    return old
+
+
+def _restore_signals(old: dict) -> None:
+    for s, h in old.items():
+        try:
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        except (OSError, ValueError, TypeError):
+            pass
+
+
+def _resize(master: int) -> None:
+    try:
+        rows, cols = os.get_terminal_size(0)
+        from pyoci import terminal
+        terminal.set_winsize(master, rows, cols)
+    except OSError:
+        pass
 
 
 def run(opts: Options, keep: bool = False) -> int:
@@ -433,16 +476,14 @@ def run(opts: Options, keep: bool = False) -> int:
     if opts.detach:
         return 0
     pid = launch.init_pid
-    for s in _FORWARD:
-        signal.signal(s, lambda signum, frame: _forward(pid, signum))
+    old = _forward_signals(pid, launch.master)
     try:
         if launch.master is not None:
             from pyoci import terminal
             terminal.proxy(launch.master, lambda: _alive_child(pid))
         code = _reap(pid)
     finally:
-        for s in _FORWARD:
-            signal.signal(s, signal.SIG_DFL)
+        _restore_signals(old)
     if not keep:
         try:
             delete(opts.root_dir, opts.container_id, force=True)
@@ -474,8 +515,9 @@ _EXITS: dict[int, int] = {}
 
 def _reap(pid: int, nohang: bool = False) -> int:
     """Wait for `pid` (our child via subreaping), reaping other orphans too."""
-    if pid in _EXITS:
-        return os.waitstatus_to_exitcode(_EXITS.pop(pid)) if _EXITS.get(pid, 0) >= 0 else 1
+    if pid in _EXITS:       # already reaped by _alive_child (the pty proxy)
+        code = os.waitstatus_to_exitcode(_EXITS.pop(pid))
+        return 128 - code if code < 0 else code
     while True:
         try:
             r, status = os.waitpid(-1, os.WNOHANG if nohang else 0)
@@ -534,8 +576,7 @@ def exec_process(root: str, cid: str, process: dict, detach: bool, pid_file: str
         _write_pid_file(pid_file, pid)
     if detach:
         return 0
-    for s in _FORWARD:
-        signal.signal(s, lambda signum, frame: _forward(pid, signum))
+    _forward_signals(pid, master)
     if master is not None:
         from pyoci import terminal
         terminal.proxy(master, lambda: _alive_child(pid))

@@ -69,6 +69,11 @@ def check_console_socket(path: str) -> None:
         raise StageError("terminal", f"console socket {path} is not a socket")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
 def proxy(master: int, pid_alive) -> None:
     """Foreground `run -t` without a console socket: copy between our tty and the master."""
     import select
@@ -85,6 +90,7 @@ def proxy(master: int, pid_alive) -> None:
             pass
     try:
         fds = [master, 0]
+        out_ok = True
         while True:
             r, _, _ = select.select(fds, [], [], 0.2)
             if master in r:
@@ -94,13 +100,25 @@ def proxy(master: int, pid_alive) -> None:
                     data = b""
                 if not data:
                     break
-                os.write(1, data)
+                if out_ok:
+                    try:
+                        _write_all(1, data)
+                    except OSError:
+                        # our stdout is gone (a closed pipe): keep draining the pty so the
+                        # process never blocks on it, and keep waiting for it, as runc does
+                        out_ok = False
             if 0 in r:
-                data = os.read(0, 65536)
+                try:
+                    data = os.read(0, 65536)
+                except OSError:
+                    data = b""
                 if not data:
                     fds.remove(0)
                 else:
-                    os.write(master, data)
+                    try:
+                        _write_all(master, data)
+                    except OSError:
+                        fds.remove(0)
             if not r and not pid_alive():
                 break
     finally:
