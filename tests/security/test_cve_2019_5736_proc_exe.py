@@ -182,10 +182,6 @@ class CopyRuntime:
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the fake loader is x86-64 code")
-@pytest.mark.xfail(strict=True, reason="DEFECT (see the report of issue 5): the container init "
-                   "execs from a process whose /proc/self/exe is the host interpreter; a "
-                   "'#!/proc/self/exe' program gets an fd on it. Needs a re-exec of the "
-                   "runtime from a sealed memfd copy (or a read-only bind) before joining")
 def test_container_program_cannot_reach_the_interpreter_through_proc_self_exe(
         runtime, bundle, tmp_path):
     """The container's program is a script starting with "#!/proc/self/exe": the kernel
