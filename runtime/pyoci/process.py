@@ -349,6 +349,17 @@ def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
 
 # ───────────────────────────── exec into a running container ─────────────────────────────
 
+def _reap_bounded(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if r:
+            return
+        time.sleep(0.01)
+
 def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: str | None,
             preserve_fds: int, console_socket: str | None, subreaper: bool,
             close_in_child: tuple[int, ...] = ()) -> tuple[int, int | None]:
@@ -420,6 +431,7 @@ def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: st
             _fail(child, e, stage, code=255)
     child.close()
     master_out = None
+    proc_pid = None
     try:
         m = parent.expect(chn.CGROUP_READY)
         if cgroup_dir:
@@ -456,6 +468,10 @@ def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: st
                 os.waitpid(pid, 0)
             except OSError:
                 pass
+        if proc_pid and subreaper:
+            # the failed process was reparented to us: reap it, or it would stay a zombie
+            # in the container's pid namespace and hold its pid 1 from exiting
+            _reap_bounded(proc_pid, 5.0)
         raise
     finally:
         parent.close()
