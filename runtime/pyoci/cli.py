@@ -262,6 +262,30 @@ def _id(a: Args, verb: str) -> str:
     return a.pos[0]
 
 
+def _uint_flag(flags: dict, name: str) -> int:
+    """A non-negative integer flag (runc: uint). A negative --preserve-fds would make the child
+    close fds from 2 on (the container's stderr)."""
+    v = flags.get(name, 0)
+    try:
+        n = int(v)
+        if n < 0:
+            raise ValueError
+    except ValueError:
+        e = UsageError(f"invalid value \"{v}\" for flag -{name}: parse error")
+        e.before_exec_args = True
+        raise e from None
+    return n
+
+
+def _int_list_flag(values: list, name: str) -> list[int]:
+    try:
+        return [int(x) for x in values]
+    except ValueError:
+        e = UsageError(f"invalid value for --{name}: {', '.join(map(str, values))} (numeric ids only)")
+        e.before_exec_args = True
+        raise e from None
+
+
 def _create_opts(a: Args, root: str, detach: bool = True):
     from pyoci.plan import Options
     if a.flags.get("image"):
@@ -272,10 +296,7 @@ def _create_opts(a: Args, root: str, detach: bool = True):
     pf = a.flags.get("pid-file")
     if pf:
         pf = os.path.abspath(pf)
-    try:
-        n = int(a.flags.get("preserve-fds", 0))
-    except ValueError:
-        raise UsageError(f"invalid value for --preserve-fds: {a.flags['preserve-fds']}") from None
+    n = _uint_flag(a.flags, "preserve-fds")
     return Options(container_id=a.pos[0], bundle=a.flags.get("bundle") or os.getcwd(), root_dir=root,
                    pid_file=pf, console_socket=a.flags.get("console-socket"), preserve_fds=n,
                    no_pivot=bool(a.flags.get("no-pivot")), no_new_keyring=bool(a.flags.get("no-new-keyring")),
@@ -416,9 +437,10 @@ def _exec(root: str, a: Args) -> int:
         proc["env"] = list(proc.get("env") or []) + f["env"]
     if f.get("user"):
         u, _, g = f["user"].partition(":")
-        proc["user"] = dict(proc.get("user") or {}, uid=int(u), **({"gid": int(g)} if g else {}))
+        ids = _int_list_flag([u, g] if g else [u], "user")
+        proc["user"] = dict(proc.get("user") or {}, uid=ids[0], **({"gid": ids[1]} if g else {}))
     if f.get("additional-gids"):
-        proc.setdefault("user", {})["additionalGids"] = [int(x) for x in f["additional-gids"]]
+        proc.setdefault("user", {})["additionalGids"] = _int_list_flag(f["additional-gids"], "additional-gids")
     if f.get("cap"):
         caps = proc.setdefault("capabilities", {})
         for k in ("bounding", "effective", "permitted"):
@@ -432,7 +454,7 @@ def _exec(root: str, a: Args) -> int:
     pf = os.path.abspath(f["pid-file"]) if f.get("pid-file") else None
     return C.exec_process(root, cid, proc, detach=bool(f.get("detach")), pid_file=pf,
                           console_socket=f.get("console-socket"),
-                          preserve_fds=int(f.get("preserve-fds", 0)))
+                          preserve_fds=_uint_flag(f, "preserve-fds"))
 
 
 def _process_from_container(root: str, cid: str) -> dict:
