@@ -23,8 +23,13 @@ from pyoci.errors import ConfigError
 
 # <repo>/oci-schemas (the package is installed editable from <repo>/runtime/pyoci); plain os.path
 # keeps pathlib off the hot path.
+# In a checkout (and an editable install): <repo>/oci-schemas. In a wheel: the copy shipped
+# inside the package (runtime/pyoci/schemas is a symlink to ../../oci-schemas, which the wheel
+# build resolves into real files).
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))), "oci-schemas")
+if not os.path.isdir(SCHEMA_DIR):
+    SCHEMA_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "schemas")
 
 __all__ = ["read_json", "validate_config", "validate_process", "validate_resources",
            "validate_state", "validate_features", "load_bundle_config", "SCHEMA_DIR"]
