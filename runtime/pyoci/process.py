@@ -36,12 +36,22 @@ def fault(point: str) -> None:
 
 
 def _preload_child_modules(plan) -> None:
+    _preload_debug()
     if plan.seccomp is not None:
         from pyoci import seccomp  # noqa: F401
     if "network" in plan.namespaces.new:
         from pyoci import network  # noqa: F401
     if plan.hooks.get("createContainer") or plan.hooks.get("startContainer"):
         import subprocess  # noqa: F401  (the child runs these hooks after pivot_root)
+
+
+def _preload_debug() -> None:
+    """With --debug, _fail formats the child's traceback: import what that needs now, the
+    child may be past pivot_root (or in the container's mount namespace) where the host's
+    Python is unreachable; a failed import there lost the error frame."""
+    if log.debug_enabled:
+        import traceback  # noqa: F401
+        traceback.format_exception(ValueError("preload"))   # its lazy imports happen here
 
 
 class Launch:
@@ -369,6 +379,7 @@ def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: st
     first, so nothing in the container can open /proc/<pid>/exe of a runtime process),
     is moved into the container's cgroup, forks the process (which enters the pid
     namespace) and exits, so the process is reparented to the caller (a subreaper)."""
+    _preload_debug()
     parent, child = chn.Channel.pair()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -278,3 +278,52 @@ def test_user_namespace_container_with_debug(runtime, busybox_rootfs):
         assert "No module named" not in p.stderr
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_child_error_after_pivot_is_reported_with_debug(runtime, bundle, tmp_path, debug):
+    """A child failure that is not a PyociError (here: a console size that does not fit the
+    winsize ioctl) must reach the user as the child's error, with and without --debug. With
+    --debug the child imported `traceback` after pivot_root, which fails (the host's Python is
+    gone), and the error frame was never sent: 'the container process exited during setup'."""
+    bundle.process["terminal"] = True
+    bundle.process["consoleSize"] = {"height": 70000, "width": 80}
+    bundle.save()
+    srv, path = _console_listener(tmp_path)
+    try:
+        p = runtime.run("create", "--bundle", bundle.path, "--console-socket", path, "dbg1",
+                        global_flags=("--debug",) if debug else ())
+    finally:
+        srv.close()
+    assert p.returncode == 1
+    assert "terminal" in p.stderr and "exited during setup" not in p.stderr, p.stderr
+    assert runtime.ids() == []
+
+
+def test_exec_child_error_is_reported_with_debug(runtime, bundle, tmp_path):
+    """The same for exec: its process runs in the container's mount namespace."""
+    bundle.set_args("sleep", "30")
+    runtime.ok("run", "--detach", "--bundle", bundle.path, "dbg2")
+    proc = dict(bundle.process, terminal=True, consoleSize={"height": 70000, "width": 80},
+                args=["true"], cwd="/")
+    pf = tmp_path / "proc.json"
+    pf.write_text(json.dumps(proc))
+    srv, path = _console_listener(tmp_path)
+    try:
+        p = runtime.run("exec", "--detach", "--console-socket", path, "--process", str(pf), "dbg2",
+                        global_flags=("--debug",))
+    finally:
+        srv.close()
+    assert p.returncode == 255
+    assert "terminal" in p.stderr and "exited during setup" not in p.stderr, p.stderr[-2000:]
+    # the failed process was reparented to us (a subreaper, like conmon): reap it, or the
+    # container's pid 1 cannot finish dying
+    _wait_for(_reap_any, timeout=5)
+    runtime.ok("delete", "--force", "dbg2")
+
+
+def _reap_any() -> bool:
+    try:
+        return os.waitpid(-1, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return False
