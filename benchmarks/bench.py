@@ -514,17 +514,31 @@ def launcher_experiment(rt: RT, ids: Ids, n: int, warm: int) -> dict:
     alternating, for `run` of /bin/true and `state` of a missing id."""
     fast = [VENV_PY, "-IS", os.path.join(HERE, "fast_launcher.py"), "--root", rt.root]
     out: dict[str, dict[str, list[float]]] = {}
+    # both unsealed: the launcher calls pyoci.cli directly (no sealed re-exec), so the console
+    # script must not pay for one either for the comparison to be about the entry point only
+    os.environ["PYOCI_UNSEALED"] = "1"
+    try:
+        _launcher_rounds(rt, ids, n, warm, fast, out)
+    finally:
+        os.environ.pop("PYOCI_UNSEALED", None)
+    return out
+
+
+def _launcher_rounds(rt, ids, n, warm, fast, out):
     for i in range(warm + n):
-        for label, cmd in (("console script", rt.cmd), ("fast launcher", fast)):
+        for label, cmd in (("console script", rt.cmd), ("fast launcher", fast),
+                           ("console script, sealed re-exec (the default)", rt.cmd)):
+            if "sealed" in label:
+                os.environ.pop("PYOCI_UNSEALED", None)
             r = spawn(cmd + ["run", "--bundle", rt.bundles["true"], ids("x")])
             s = spawn(cmd + ["state", "missing-id"], check=False)
+            os.environ["PYOCI_UNSEALED"] = "1"
             if i >= warm:
                 d = out.setdefault(label, {})
                 d.setdefault("run wall", []).append(r.wall_ms)
                 d.setdefault("run cpu", []).append(r.cpu_ms)
                 d.setdefault("state wall", []).append(s.wall_ms)
                 d.setdefault("state cpu", []).append(s.cpu_ms)
-    return out
 
 
 def startup_costs(n: int) -> dict:
@@ -664,12 +678,16 @@ def main() -> int:
         raw["stages"] = stage_breakdown(rts["pyoci"], ids, base, stage_n)
         log("# import profile")
         import importprof
+        # PYOCI_UNSEALED=1: create/run/exec re-execute from a sealed copy of the interpreter,
+        # and `-X importtime` does not survive that re-exec; the modules are the same
+        os.environ["PYOCI_UNSEALED"] = "1"
         runner = lambda argv: spawn(argv, check=False).err  # noqa: E731
         prof_run = importprof.profile(["--root", rts["pyoci"].root, "run", "--bundle",
                                        rts["pyoci"].bundles["true"], f"{prefix}-imp"],
                                       n=3 if a.quick else 10, runner=runner)
         prof_state = importprof.profile(["--root", rts["pyoci"].root, "state", "x"],
                                         n=3 if a.quick else 10, runner=runner)
+        os.environ.pop("PYOCI_UNSEALED", None)
         raw["imports"] = {"run": prof_run, "state": prof_state}
         raw["rss"] = {name: rt.rss for name, rt in rts.items()}
         raw["orphan_rss_kib"] = list(REAPER.orphan_rss)
@@ -910,7 +928,9 @@ def render(raw: dict) -> str:
     # launcher experiment
     if raw.get("launcher"):
         L.append("Experiment, same run: pyoci's console script vs `benchmarks/fast_launcher.py` (same pyoci code; "
-                 "`python -I -S`, gc disabled during the call, os._exit at the end), alternating; median ms:")
+                 "`python -I -S`, gc disabled during the call, os._exit at the end), alternating, both with "
+                 "PYOCI_UNSEALED=1 (no sealed re-exec, see R12), and the console script with its default "
+                 "sealed re-exec of create/run/exec for comparison; median ms:")
         L.append("")
         L.append("| entry point | run wall | run CPU | state (missing id) wall | state CPU |")
         L.append("|---|---|---|---|---|")

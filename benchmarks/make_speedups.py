@@ -251,6 +251,9 @@ def main() -> int:
             print(("applied  " if ok else "SKIPPED  ") + label)
         p = subprocess.run(["git", "diff", "--no-index", "a", "b"], cwd=tmp, capture_output=True, text=True)
         text = p.stdout.replace("a/a/", "a/").replace("b/b/", "b/").replace("diff --git a/b/", "diff --git a/")
+        if not text.strip():
+            print(f"nothing left to change: every edit is in the tree already; {os.path.relpath(a.o)} kept as is")
+            return 0
         with open(a.o, "w") as f:
             f.write(text)
         chk = subprocess.run(["git", "apply", "--check", a.o], cwd=REPO, capture_output=True, text=True)
