@@ -2,7 +2,8 @@
 
 Every pyoci process pays Python start-up plus its imports. The hot paths (`create`, `start`,
 `state`, `kill`, `delete`, `run`, and `exec`, `list`) run for real, as root, on a busybox
-bundle, with PYTHONPROFILEIMPORTTIME=1 (= `-X importtime`): every module a command imports is
+bundle, with PYTHONPROFILEIMPORTTIME=1 (the environment form of `-X importtime`, which, unlike
+the flag, survives the sealed re-exec of create/run/exec): every module a command imports is
 printed on its stderr, including those imported by the processes it forks (the intermediate and
 the container init write to the same stderr until they exec). The test fails when
 
@@ -45,13 +46,12 @@ HEAVY = frozenset({
 })
 
 # What each command may import (beyond the interpreter's own start-up), recorded from the
-# code of 2026-11-27 minus HEAVY and minus KNOWN_FINDINGS. Shrinking is always fine; growing
-# needs a reason (measure it with benchmarks/importprof.py).
+# code of 2026-11-27 (after the issue-9 speed-ups: benchmarks/speedups.patch) minus HEAVY.
+# Shrinking is always fine; growing needs a reason (measure it with benchmarks/importprof.py).
 _CLI = {
     "pyoci", "pyoci.__main__", "pyoci.cli", "pyoci.errors", "pyoci.log", "pyoci.container",
     "pyoci.state", "pyoci.linux", "pyoci.linux.libc", "pyoci._record", "pyoci.plan",
     "pyoci.namespaces",
-    # for benchmarks/speedups.patch (R1, R2): a builtin module and a tiny one
     "gc", "pyoci._fault",
     "__future__", "json", "json.decoder", "json.scanner", "_json", "json.encoder", "re",
     "re._compiler", "re._parser", "re._constants", "re._casefix", "_sre", "enum", "copyreg",
@@ -65,8 +65,7 @@ _LAUNCH = _CLI | _CGROUPS | {
     "pyoci.rootfs", "pyoci.process", "pyoci.channel", "pyoci.hooks", "pyoci.terminal",
     "pyoci.cgroups.bpf", "socket", "_socket", "selectors", "array", "termios", "stat",
     "posixpath", "collections.abc", "encodings.idna", "stringprep", "unicodedata",
-    # for benchmarks/speedups.patch (R3, R6): NamedTuple without typing, `lo` up without network.py
-    "pyoci._nt", "pyoci._lo",
+    "pyoci._nt", "pyoci._lo",   # NamedTuple without typing, `lo` up without network.py
 }
 ALLOWED = {
     "create": _LAUNCH,
@@ -78,25 +77,6 @@ ALLOWED = {
     "kill": _CLI | _CGROUPS,
     "delete": _CLI | _CGROUPS,
 }
-
-# Open findings (issue 9, see docs/benchmarks.md "Recommendations"): imports the current code
-# makes that it should not. They are tolerated by the allow-list test so that any NEW import
-# still fails it, and test_open_findings_are_fixed (strict xfail) turns red the day they are
-# all gone: then delete this table and that test's marker.
-_PROCESS_CHAIN = {"pyoci.process", "pyoci.channel", "pyoci.hooks", "pyoci.mounts", "pyoci.rootfs",
-                  "pyoci.security", "pyoci.caps", "pyoci.terminal", "socket", "_socket",
-                  "selectors", "array", "termios", "math", "collections.abc", "typing", "_typing"}
-_SHUTIL = {"shutil", "fnmatch", "zlib", "bz2", "_bz2", "lzma", "_lzma", "_compression"}
-KNOWN_FINDINGS = {
-    # R3: security.py imports typing (NamedTuple, NoReturn)
-    "create": {"typing", "_typing", "pyoci.network", "ipaddress"},   # + R6: plan imports network
-    "run": {"typing", "_typing", "pyoci.network", "ipaddress"} | _SHUTIL,   # + R4: shutil.rmtree
-    "exec": {"typing", "_typing"},
-    # R2: start/delete import pyoci.process for fault()
-    "start": _PROCESS_CHAIN,
-    "delete": _PROCESS_CHAIN | _SHUTIL,
-}
-
 
 def _parse(stderr: str) -> set[str]:
     mods = set()
@@ -126,18 +106,17 @@ def _imports(runtime, baseline, *args, ok=True):
     return mods - baseline
 
 
-def _check(verb: str, mods: set[str], tolerate: set[str] = frozenset()) -> list[str]:
+def _check(verb: str, mods: set[str]) -> list[str]:
     """Problems with what `verb` imported: forbidden bindings, heavy modules, modules outside
-    the allow-list; `tolerate` are known findings that are not reported."""
+    the allow-list."""
     problems = []
     bad = sorted(m for m in mods if m.split(".")[0] in FORBIDDEN)
     if bad:
         problems.append(f"{verb}: imports {bad} although the config does not need them")
-    heavy = sorted((mods & HEAVY) - tolerate)
+    heavy = sorted(mods & HEAVY)
     if heavy:
         problems.append(f"{verb}: imports heavy modules {heavy}")
-    extra = sorted(mods - ALLOWED[verb] - HEAVY - tolerate
-                   - {m for m in mods if m.split(".")[0] in FORBIDDEN})
+    extra = sorted(mods - ALLOWED[verb] - HEAVY - {m for m in mods if m.split(".")[0] in FORBIDDEN})
     if extra:
         problems.append(f"{verb}: imports modules outside its allow-list: {extra}")
     return problems
@@ -175,16 +154,6 @@ def test_hot_paths_import_only_their_allow_list(runtime, bundle, baseline):
     seen = _lifecycle(runtime, bundle, baseline)
     # the hot path of a plain container has its own launch machinery and nothing optional
     assert "pyoci.process" in seen["create"] and "pyoci.cli" in seen["state"]
-    problems = [p for verb, mods in seen.items()
-                for p in _check(verb, mods, KNOWN_FINDINGS.get(verb, set()))]
-    assert not problems, "\n".join(problems)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 9 open findings (KNOWN_FINDINGS): typing in security.py, "
-                   "network/ipaddress planned for every network namespace, shutil.rmtree in "
-                   "state removal, start/delete importing pyoci.process for fault()")
-def test_open_findings_are_fixed(runtime, bundle, baseline):
-    seen = _lifecycle(runtime, bundle, baseline)
     problems = [p for verb, mods in seen.items() for p in _check(verb, mods)]
     assert not problems, "\n".join(problems)
 
@@ -206,8 +175,7 @@ def test_seccomp_binding_only_where_a_filter_is_compiled(runtime, bundle, baseli
     others["delete"] = _imports(runtime, baseline, "delete", "sec1")
     for verb, mods in others.items():
         assert not {"pyseccomp", "seccomp", "pyoci.seccomp"} & mods, f"{verb} loaded seccomp: {sorted(mods)}"
-    problems = [p for verb, mods in others.items()
-                for p in _check(verb, mods, KNOWN_FINDINGS.get(verb, set()))]
+    problems = [p for verb, mods in others.items() for p in _check(verb, mods)]
     assert not problems, "\n".join(problems)
 
 
