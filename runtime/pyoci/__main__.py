@@ -1,3 +1,4 @@
+import gc
 import os
 import sys
 
@@ -50,6 +51,9 @@ def _reexec_sealed() -> None:
 def main() -> None:
     if _verb(sys.argv[1:]) in _SEALED_VERBS and os.environ.get("PYOCI_UNSEALED") != "1":
         _reexec_sealed()
+    # a pyoci call is short-lived and makes few reference cycles: the cyclic GC would only
+    # run many times over the modules being imported (~5 ms)
+    gc.disable()
     from pyoci.cli import main as cli_main
     try:
         code = cli_main(sys.argv[1:])
@@ -58,7 +62,13 @@ def main() -> None:
         # the reader went away (`pyoci list | head -1`): end quietly, like a Go binary on EPIPE
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141
-    sys.exit(code)
+    # skip interpreter finalization (module teardown, a last collection: ~7 ms)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

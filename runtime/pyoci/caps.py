@@ -5,7 +5,6 @@ ints with bit N set for capability N.
 """
 from __future__ import annotations
 
-from typing import Iterable
 
 _NAMES = (
     "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",

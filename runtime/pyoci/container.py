@@ -217,7 +217,7 @@ def start(root: str, cid: str) -> None:
     try:
         _guard_corrupt(ctr)
         st.check_transition("start", ctr.status(), cid)
-        from pyoci.process import fault
+        from pyoci._fault import fault
         fault("during-start")
         _release_gate(ctr)
         ctr.data["started"] = st.now_rfc3339()
@@ -379,7 +379,7 @@ def _destroy(ctr: st.Container, force_kill: bool, run_poststop: bool) -> None:
                 pass
         _kill_recorded(ctr, "intermediate_pid", "intermediate_start")
         _wait_dead(ctr)
-    from pyoci.process import fault
+    from pyoci._fault import fault
     fault("during-delete")
     if cg is not None:
         try:

@@ -94,8 +94,9 @@ def build_plan(config: dict, opts: Options, warnings: list[str] | None = None) -
         warnings.extend(seccomp_prog.warnings)
 
     net = None
-    if "network" in ns.new or any(t == "network" for t, _ in ns.join) or linux.get("netDevices") \
-            or (config.get("annotations") or {}).get("org.pyoci.network"):
+    # plan_network returns None without netDevices and without the bridge annotation:
+    # then network.py is not imported at all
+    if linux.get("netDevices") is not None or (config.get("annotations") or {}).get("org.pyoci.network"):
         from pyoci import network
         net = network.plan_network(config)   # also reports netDevices without a netns (spec#145)
 

@@ -28,19 +28,17 @@ from pyoci.linux import libc
 from pyoci.log import log
 
 
-def fault(point: str) -> None:
-    """Fault injection for the reliability tests: PYOCI_FAULT=<point> kills this pyoci
-    process with SIGKILL at that point of the lifecycle (see tests/reliability/)."""
-    if os.environ.get("PYOCI_FAULT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+from pyoci._fault import fault  # noqa: E402,F401 (process.fault)
 
 
 def _preload_child_modules(plan) -> None:
     _preload_debug()
     if plan.seccomp is not None:
         from pyoci import seccomp  # noqa: F401
-    if "network" in plan.namespaces.new:
+    if plan.network is not None:
         from pyoci import network  # noqa: F401
+    if "network" in plan.namespaces.new:
+        from pyoci import _lo  # noqa: F401
     if plan.hooks.get("createContainer") or plan.hooks.get("startContainer"):
         import subprocess  # noqa: F401  (the child runs these hooks after pivot_root)
 
@@ -260,8 +258,8 @@ def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
             namespaces.set_names(plan.hostname, plan.domainname)
         if ns.creates("network"):
             stage = "network"
-            from pyoci import network
-            network.loopback_up()
+            from pyoci import _lo
+            _lo.loopback_up()
         if plan.new_keyring:
             try:
                 libc.join_session_keyring(plan.id[:64])

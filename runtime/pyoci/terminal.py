@@ -4,7 +4,6 @@ from __future__ import annotations
 import array
 import fcntl
 import os
-import socket
 import struct
 import termios
 
@@ -48,6 +47,7 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
 
 def send_console(socket_path: str, master: int) -> None:
     """Connect once to the client's socket and send the master in one SCM_RIGHTS message."""
+    import socket  # the parent only, with --console-socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(socket_path)
