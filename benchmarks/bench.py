@@ -966,13 +966,20 @@ def render(raw: dict) -> str:
         imp = (raw["imports"]["run"]["total_us"] - raw["imports"]["run"]["startup_us"]) / 1000
         ct = st["stages"]["run:create.total"]["median"]
         sta = st["stages"]["run:start"]["median"]
-        rest = whole - py - imp - ct - sta
+        sealed = 0.0
+        lx = raw.get("launcher") or {}
+        if "console script, sealed re-exec (the default)" in lx and "console script" in lx:
+            sealed = max(0.0, statistics.median(lx["console script, sealed re-exec (the default)"]["run wall"])
+                         - statistics.median(lx["console script"]["run wall"]))
+        rest = whole - py - imp - ct - sta - sealed
         L.append("Where the time of one `pyoci run` (a) goes (medians of the --debug runs; imports: sum of min "
                  "self times, so the split is approximate):")
         L.append("")
         L.append("| part | ms | share |")
         L.append("|---|---|---|")
         for label, v in (("interpreter start-up (`python -c pass`)", py),
+                         ("the sealed re-exec: a second interpreter start-up (launcher experiment: sealed − "
+                          "unsealed `run`)", sealed),
                          ("imports of pyoci and the stdlib modules it needs", imp),
                          ("create: validate, plan, fork, namespaces, cgroup, rootfs, process, exec gate "
                           "(`create.total`)", ct),
