@@ -583,6 +583,9 @@ def machine() -> dict:
         "runc": first([RUNC, "--version"]).replace("\n", "; "),
         "crun": first([CRUN, "--version"]).splitlines()[0] if os.path.exists(CRUN) else "missing",
         "python": sys.version.split()[0],
+        "git": (first(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
+                + (" + uncommitted changes in runtime/" if first(["git", "-C", REPO, "status", "--porcelain",
+                                                                   "--", "runtime"]) else "")),
     }
 
 
@@ -839,7 +842,7 @@ def render(raw: dict) -> str:
              f"{' '.join(m.get('loadavg_end', []))} at end (the machine is shared).")
     L.append(f"Date: {m['date']}; {raw['n']} alternating runs per scenario after {raw['warmup']} warm-up, "
              f"whole run {raw.get('elapsed_s', '?')} s.")
-    L.append(f"Versions: {m['pyoci']} | {m['runc']} | {m['crun']}")
+    L.append(f"Versions: {m['pyoci']} (tree: git {m.get('git', '?')}) | {m['runc']} | {m['crun']}")
     L.append("")
     L.extend(summary_table(raw))
     L.append("")
