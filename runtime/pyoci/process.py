@@ -246,8 +246,39 @@ def _intermediate(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
         _fail(ch, e, stage)
 
 
+# Signals whose default action ends a process; not the synchronous ones, and not SIGPIPE and
+# SIGXFSZ, which Python ignores (exec_process resets those for the user program).
+_TERMINATING = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
+                signal.SIGPWR, signal.SIGXCPU, signal.SIGSTKFLT,
+                *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+
+
+def _die_by_signal(signum, frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+        os.kill(os.getpid(), signum)       # ends us here, unless we are a pid namespace's init
+    except OSError:
+        pass
+    os._exit(128 + signum)                 # the kernel drops an init's own default-action signals
+
+
+def _end_on_signals() -> None:
+    """The container's process before exec (at the exec gate, in hooks) is a fork of pyoci:
+    SIGINT would raise KeyboardInterrupt (logged as an error, exit 1), and, as pid 1 of a pid
+    namespace, a signal left at SIG_DFL (SIGTERM from `kill`) would be dropped by the kernel.
+    runc's init dies of them: do the same (exec resets these handlers)."""
+    for s in _TERMINATING:
+        try:
+            signal.signal(s, _die_by_signal)
+        except (OSError, ValueError):
+            pass
+
+
 def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
     stage = "init"
+    _end_on_signals()
     try:
         ack = ch.expect(chn.ACK)  # the parent knows our pid
         mount_fds = dict(zip(ack.data.get("idmap") or [], ack.fds)) or None
@@ -400,6 +431,7 @@ def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: st
             namespaces.join_all(joins)
             gc = os.fork()
             if gc == 0:
+                _end_on_signals()
                 try:
                     ch.expect(chn.ACK)
                     if pp.terminal:

@@ -327,3 +327,34 @@ def _reap_any() -> bool:
         return os.waitpid(-1, os.WNOHANG)[0] != 0
     except ChildProcessError:
         return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_kill_of_a_created_container_ends_the_init_by_that_signal(runtime, bundle, tmp_path, sig):
+    """The init of a created container waits at the exec gate (runc 1.1.5: `kill` with TERM or
+    INT ends it). pyoci's init is a fork of Python: SIGINT raised KeyboardInterrupt in it (an
+    error logged, exit 1), and SIGTERM, left at SIG_DFL, was dropped by the kernel because the
+    init is pid 1 of its pid namespace: the container stayed 'created' (podman stop then
+    waits its whole timeout). The caller (conmon, the shim: subreapers, as pytest is here)
+    sees the wait status."""
+    bundle.set_args("sleep", "30")
+    log = tmp_path / "log.json"
+    rt = Runtime(runtime.root, log=str(log))
+    rt.ok("create", "--bundle", bundle.path, "ks1")
+    pid = rt.state("ks1")["pid"]
+    rt.ok("kill", "ks1", str(int(sig)))
+    status = None
+
+    def reaped():
+        nonlocal status
+        r, st = os.waitpid(pid, os.WNOHANG)   # we are its subreaper
+        if r:
+            status = st
+        return bool(r)
+    assert _wait_for(reaped), "the init ignored the signal"
+    # runc's init dies of it (or, being pid 1 of its namespace, exits); never 1 with an error
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (-sig, 128 + sig), code
+    assert rt.state("ks1")["status"] == "stopped"
+    rt.ok("delete", "ks1")
+    assert not any(json.loads(ln)["level"] == "error" for ln in log.read_text().splitlines())
