@@ -358,3 +358,34 @@ def test_kill_of_a_created_container_ends_the_init_by_that_signal(runtime, bundl
     assert rt.state("ks1")["status"] == "stopped"
     rt.ok("delete", "ks1")
     assert not any(json.loads(ln)["level"] == "error" for ln in log.read_text().splitlines())
+
+
+def test_container_and_exec_processes_get_default_sigpipe(runtime, bundle):
+    """Python ignores SIGPIPE; the container's processes must not inherit that (a writer to a
+    closed pipe must die of SIGPIPE, as under runc)."""
+    bundle.set_args("sleep", "30")
+    runtime.ok("run", "--detach", "--bundle", bundle.path, "sp1")
+    init = runtime.state("sp1")["pid"]
+    assert _wait_for(lambda: open(f"/proc/{init}/cmdline", "rb").read().startswith(b"sleep"))
+    masks = [open(f"/proc/{init}/status").read()]
+    e = runtime.run("exec", "sp1", "sh", "-c", "yes | head -n1; grep SigIgn /proc/self/status")
+    assert e.returncode == 0 and e.stdout.startswith("y\n"), e.stderr
+    masks.append(e.stdout)
+    for m in masks:
+        ign = int(m.split("SigIgn:")[1].split()[0], 16)
+        assert not ign & (1 << (signal.SIGPIPE - 1)) and not ign & (1 << (signal.SIGINT - 1)), m
+    runtime.ok("delete", "--force", "sp1")
+
+
+def test_concurrent_starts_exactly_one_wins(runtime, bundle):
+    bundle.set_args("sleep", "30")
+    runtime.ok("create", "--bundle", bundle.path, "cs1")
+    procs = [subprocess.Popen(runtime.argv("start", "cs1"), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(4)]
+    results = [(p.wait(timeout=30), p.stderr.read().decode()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert sorted(rc for rc, _ in results) == [0, 1, 1, 1], results
+    assert all("already running" in err for rc, err in results if rc), results
+    assert runtime.state("cs1")["status"] == "running"
+    runtime.ok("delete", "--force", "cs1")
