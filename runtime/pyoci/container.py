@@ -45,9 +45,13 @@ def _write_pid_file(path: str, pid: int) -> None:
     path = os.path.abspath(path)
     d = os.path.dirname(path)
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.rename(tmp, path)
+    except OSError as e:
+        # a PyociError (one clean line, create cleans up), not a traceback; runc's wording
+        raise SyscallError("open", e.errno or 0, path, stage="pid-file") from None
 
 
 def _signal_init(ctr: st.Container, sig: int) -> None:

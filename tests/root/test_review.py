@@ -389,3 +389,21 @@ def test_concurrent_starts_exactly_one_wins(runtime, bundle):
     assert all("already running" in err for rc, err in results if rc), results
     assert runtime.state("cs1")["status"] == "running"
     runtime.ok("delete", "--force", "cs1")
+
+
+def test_create_with_an_unwritable_pid_file_leaves_nothing(runtime, bundle, tmp_path):
+    bundle.set_args("sleep", "30")
+    p = runtime.run("create", "--bundle", bundle.path, "--pid-file", str(tmp_path / "no" / "such" / "pid"),
+                    "pfw1")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert runtime.ids() == []
+    assert not [d for d in os.listdir("/sys/fs/cgroup/pyoci") if d == "pfw1"] \
+        if os.path.isdir("/sys/fs/cgroup/pyoci") else True
+
+
+def test_exec_exit_code_of_a_signalled_process(runtime, bundle):
+    bundle.set_args("sleep", "30")
+    runtime.ok("run", "--detach", "--bundle", bundle.path, "ex9")
+    e = runtime.run("exec", "ex9", "sh", "-c", "kill -USR1 $$")
+    assert e.returncode == 128 + signal.SIGUSR1, (e.returncode, e.stderr)
+    runtime.ok("delete", "--force", "ex9")
