@@ -253,6 +253,14 @@ def main(argv: list[str]) -> int:
         if verb == "exec" and not getattr(e, "before_exec_args", False):
             return 255
         return e.exit_code
+    except BrokenPipeError:
+        raise                    # our stdout's reader went away: __main__ ends quietly
+    except OSError as e:
+        # an OSError no stage turned into a PyociError: still one plain line on stderr and the
+        # one JSON error line in --log (containerd and podman read it), never a traceback
+        what = (e.strerror or str(e)).lower()
+        log.fatal(f"{verb}: {e.filename}: {what}" if e.filename else f"{verb}: {what}")
+        return 255 if verb == "exec" else 1
     except KeyboardInterrupt:
         return 130
 

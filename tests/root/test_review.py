@@ -407,3 +407,18 @@ def test_exec_exit_code_of_a_signalled_process(runtime, bundle):
     e = runtime.run("exec", "ex9", "sh", "-c", "kill -USR1 $$")
     assert e.returncode == 128 + signal.SIGUSR1, (e.returncode, e.stderr)
     runtime.ok("delete", "--force", "ex9")
+
+
+def test_an_unexpected_os_error_is_one_clean_error_line(runtime, tmp_path):
+    """`list` with a --root that is a file raised NotADirectoryError: a traceback on stderr and
+    no JSON error line in --log (containerd then reports 'unable to retrieve OCI runtime
+    error'). Any OSError that escapes a stage must still end as one error line."""
+    f = tmp_path / "afile"
+    f.write_text("")
+    log = tmp_path / "log.json"
+    rt = Runtime(str(f), log=str(log))
+    p = rt.run("list")
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and "not a directory" in p.stderr, p.stderr
+    recs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [r["level"] for r in recs] == ["error"] and "not a directory" in recs[0]["msg"]
