@@ -672,6 +672,10 @@ class Containerd:
         self.sock = self.dir / "c.sock"
         self.log = self.dir / "containerd.log"
         self.runtime_root = self.dir / "runtime-root"
+        self.fifo_dir = self.dir / "fifo"
+        # the runc v2 shims' sockets live in /run/containerd/s whatever the config says
+        self.host_dirs_before = {d for d in ("/run/containerd", "/run/containerd/s",
+                                             "/run/containerd/fifo") if os.path.isdir(d)}
         self.proc: subprocess.Popen | None = None
         self.namespace = f"pyoci-lane-{os.getpid()}"
         self.task_dir = self.dir / "state" / "io.containerd.runtime.v2.task" / self.namespace
@@ -749,9 +753,14 @@ class Containerd:
         return r, log
 
     def run_flags(self) -> list[str]:
-        # --cpu-shares 0: cgroup v2 here has no cpu controller (CONTRACT §5)
+        # --cpu-shares 0: cgroup v2 here has no cpu controller (CONTRACT §5); --fifo-dir: ctr's
+        # default (/run/containerd/fifo) keeps the FIFOs of detached tasks on the host
         return ["--runc-binary", self.lane.runtime, "--runc-root", str(self.runtime_root),
-                "--cpu-shares", "0"]
+                "--cpu-shares", "0", "--fifo-dir", str(self.fifo_dir)]
+
+    def exec(self, name: str, *args: str, flags: tuple[str, ...] = (), **kw) -> Result:
+        """ctr task exec --fifo-dir <lane> FLAGS NAME ARGS..."""
+        return self("task", "exec", "--fifo-dir", str(self.fifo_dir), *flags, name, *args, **kw)
 
     def run(self, name: str, *args: str, flags: tuple[str, ...] = (), rm: bool = True,
             detach: bool = False, timeout: float = CMD_TIMEOUT, input: str | None = None, tty: bool = False) -> Result:
@@ -823,6 +832,13 @@ class Containerd:
         for pid in _pids_matching(lambda cmd: "containerd-shim" in cmd and str(self.sock) in cmd):
             problems.append(f"shim {pid} still running after containerd stopped; killed")
             _kill_pid(pid)
+        # host dirs containerd made for this lane's shims (sockets are gone with the shims)
+        for d in ("/run/containerd/s", "/run/containerd/fifo", "/run/containerd"):
+            if d not in self.host_dirs_before:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
         # the namespace's parent cgroup is made by the runtime (runc leaves it too): remove it
         ns_cg = os.path.join(CGROUP_ROOT, self.namespace)
         if os.path.isdir(ns_cg):

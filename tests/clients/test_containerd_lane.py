@@ -158,25 +158,25 @@ def _task_pid(c, name):
 @scenario
 def s_task_exec(c, tmp):
     name = _sleeper(c, "exec")
-    c.lane.expect(c("task", "exec", "--exec-id", "e1", name, "echo", "exec-ok"), rc=0, out="exec-ok")
-    c.lane.expect(c("task", "exec", "--exec-id", "e2", name, "sh", "-c", "exit 5"), rc=5)
-    c.lane.expect(c("task", "exec", "--exec-id", "e3", name, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"),
+    c.lane.expect(c.exec(name, "echo", "exec-ok", flags=("--exec-id", "e1")), rc=0, out="exec-ok")
+    c.lane.expect(c.exec(name, "sh", "-c", "exit 5", flags=("--exec-id", "e2")), rc=5)
+    c.lane.expect(c.exec(name, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '", flags=("--exec-id", "e3")),
                   rc=0, out="sleep 1000")
 
 
 @scenario
 def s_task_exec_not_found(c, tmp):
     name = _sleeper(c, "exec-nf")
-    r = c("task", "exec", "--exec-id", "nf", name, "/nonexistent")
+    r = c.exec(name, "/nonexistent", flags=("--exec-id", "nf"))
     c.lane.expect(r, rc=None, err=r"no such file or directory|not found")
     # the task survives a failed exec
-    c.lane.expect(c("task", "exec", "--exec-id", "after", name, "true"), rc=0)
+    c.lane.expect(c.exec(name, "true", flags=("--exec-id", "after")), rc=0)
 
 
 @scenario
 def s_task_exec_tty(c, tmp):
     name = _sleeper(c, "exec-tty")
-    r = c("task", "exec", "-t", "--exec-id", "t1", name, "sh", "-c", "tty; test -t 1 && echo exec-tty-ok", tty=True)
+    r = c.exec(name, "sh", "-c", "tty; test -t 1 && echo exec-tty-ok", flags=("-t", "--exec-id", "t1"), tty=True)
     c.lane.expect(r, rc=0, out_re=r"^/dev/pts/\d+$")
     c.lane.expect(r, rc=0, out="exec-tty-ok")
 
@@ -184,8 +184,7 @@ def s_task_exec_tty(c, tmp):
 @scenario
 def s_task_exec_user_cwd(c, tmp):
     name = _sleeper(c, "exec-user")
-    r = c("task", "exec", "--exec-id", "u1", "--user", "65534", "--cwd", "/tmp", name, "sh", "-c",
-          'echo "$(id -u) $(pwd)"')
+    r = c.exec(name, "sh", "-c", 'echo "$(id -u) $(pwd)"', flags=("--exec-id", "u1", "--user", "65534", "--cwd", "/tmp"))
     c.lane.expect(r, rc=0, out="65534 /tmp")
 
 
@@ -193,7 +192,7 @@ def s_task_exec_user_cwd(c, tmp):
 def s_task_ps(c, tmp):
     name = _sleeper(c, "ps")
     pid = _task_pid(c, name)
-    c.ok("task", "exec", "-d", "--exec-id", "bg", name, "sleep", "999")
+    c.lane.expect(c.exec(name, "sleep", "999", flags=("-d", "--exec-id", "bg")), rc=0)
     procs = {int(p) for p in _read(f"/sys/fs/cgroup/{c.namespace}/{name}/cgroup.procs").split()}
     r = c.ok("task", "ps", name)
     pids = {int(ln.split()[0]) for ln in r.stdout.splitlines()[1:] if ln.split() and ln.split()[0].isdigit()}
@@ -214,7 +213,7 @@ def s_task_pause_resume(c, tmp):
     st = c.wait_task_status(name, "RUNNING", 10)
     c.lane.check(st == "RUNNING", f"after resume task ls says {st!r}")
     c.lane.check("frozen 0" in _read(events), f"after resume {events} says {_read(events)!r}")
-    c.lane.expect(c("task", "exec", "--exec-id", "alive", name, "echo", "alive"), rc=0, out="alive")
+    c.lane.expect(c.exec(name, "echo", "alive", flags=("--exec-id", "alive")), rc=0, out="alive")
 
 
 @scenario
@@ -237,7 +236,7 @@ def s_task_kill_signal(c, tmp):
 @scenario
 def s_task_kill_all(c, tmp):
     name = _sleeper(c, "killall")
-    c.ok("task", "exec", "-d", "--exec-id", "bg", name, "sleep", "999")
+    c.lane.expect(c.exec(name, "sleep", "999", flags=("-d", "--exec-id", "bg")), rc=0)
     pid = _task_pid(c, name)
     c.ok("task", "kill", "--all", "-s", "SIGKILL", name)
     st = c.wait_task_status(name, "STOPPED", 10)
