@@ -279,7 +279,7 @@ def _uint_flag(flags: dict, name: str) -> int:
         if n < 0:
             raise ValueError
     except ValueError:
-        e = UsageError(f"invalid value \"{v}\" for flag -{name}: parse error")
+        e = UsageError(f"invalid value for --{name}: {v} (a non-negative integer)")
         e.before_exec_args = True
         raise e from None
     return n
