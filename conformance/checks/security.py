@@ -213,8 +213,16 @@ def personality(ctx):
 
 def _dummy(ctx, name="cfveth0") -> str:
     """A veth pair in the runner's private netns; `name` is the end the container gets."""
-    subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
-    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"], check=True, timeout=10)
+    from ..harness import wait_for
+
+    def add():
+        # a previous check's pair may still be on its way out (netns teardown is asynchronous)
+        for n in (name, name + "p"):
+            subprocess.run(["ip", "link", "del", n], capture_output=True, timeout=10)
+        return subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
+                              capture_output=True, timeout=10).returncode == 0
+    if not wait_for(add, timeout=10, interval=0.2):
+        raise Fail(f"could not make the veth pair {name}/{name}p in the runner's network namespace")
     subprocess.run(["ip", "addr", "add", "10.77.0.1/24", "dev", name], check=True, timeout=10)
     ctx.on_cleanup(lambda: subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10))
     return name
