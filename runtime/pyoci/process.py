@@ -264,21 +264,26 @@ def _die_by_signal(signum, frame) -> None:
     os._exit(128 + signum)                 # the kernel drops an init's own default-action signals
 
 
-def _end_on_signals() -> None:
+def _end_on_signals(terminal: bool = False) -> None:
     """The container's process before exec (at the exec gate, in hooks) is a fork of pyoci:
     SIGINT would raise KeyboardInterrupt (logged as an error, exit 1), and, as pid 1 of a pid
     namespace, a signal left at SIG_DFL (SIGTERM from `kill`) would be dropped by the kernel.
-    runc's init dies of them: do the same (exec resets these handlers)."""
+    runc's init dies of them: do the same (exec resets these handlers). With a terminal, the
+    hangup a client causes by closing its copy of the pty master before `start` is ignored
+    (exec_process resets ignored signals to their default for the user program)."""
     for s in _TERMINATING:
         try:
-            signal.signal(s, _die_by_signal)
+            if terminal and s == signal.SIGHUP:
+                signal.signal(s, signal.SIG_IGN)
+            else:
+                signal.signal(s, _die_by_signal)
         except (OSError, ValueError):
             pass
 
 
 def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
     stage = "init"
-    _end_on_signals()
+    _end_on_signals(terminal=plan.terminal)
     try:
         ack = ch.expect(chn.ACK)  # the parent knows our pid
         mount_fds = dict(zip(ack.data.get("idmap") or [], ack.fds)) or None
@@ -431,7 +436,7 @@ def exec_in(init_pid: int, ns_types: list[str], pp, seccomp_prog, cgroup_dir: st
             namespaces.join_all(joins)
             gc = os.fork()
             if gc == 0:
-                _end_on_signals()
+                _end_on_signals(terminal=pp.terminal)
                 try:
                     ch.expect(chn.ACK)
                     if pp.terminal:
