@@ -329,7 +329,7 @@ def _dispatch(verb: str, a: Args, root: str) -> int | None:
     if verb == "kill":
         if len(a.pos) not in (1, 2):
             raise UsageError("\"kill\" requires a minimum of 1 argument(s)")
-        sig = parse_signal(a.pos[1]) if len(a.pos) == 2 else signal.SIGTERM
+        sig = parse_signal(a.pos[1]) if len(a.pos) == 2 else _default_stop_signal(root, a.pos[0])
         C.kill(root, a.pos[0], sig, bool(a.flags.get("all")))
         return 0
     if verb == "delete":
@@ -360,6 +360,17 @@ def _dispatch(verb: str, a: Args, root: str) -> int | None:
         return events(root, _id(a, verb), stats=bool(a.flags.get("stats")),
                       interval=a.flags.get("interval", "5s"))
     raise UsageError(f"{verb} is not supported by pyoci (no CRIU integration yet)")
+
+
+def _default_stop_signal(root: str, cid: str) -> int:
+    """spec#12: without a signal, the image's stop signal (annotation) or SIGTERM."""
+    from pyoci import state as st
+    try:
+        ann = st.Container.load(root, cid, lock=False).data.get("annotations") or {}
+    except PyociError:
+        return signal.SIGTERM           # kill itself reports a missing container
+    text = ann.get("org.opencontainers.image.stopSignal")
+    return parse_signal(text) if text else signal.SIGTERM
 
 
 def _list(root: str, a: Args) -> int:

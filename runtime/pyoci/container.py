@@ -95,6 +95,8 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
     if config is None:
         from pyoci import spec
         config, warnings = spec.load_bundle_config(bundle)
+    if (config.get("linux") or {}).get("intelRdt") is not None:
+        _check_intel_rdt()
     if opts.network:
         config = dict(config, annotations=dict(config.get("annotations") or {},
                                                **{"org.pyoci.network": opts.network}))
@@ -142,6 +144,11 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
             from pyoci.cgroups import Cgroup, cgroup_root
             root = cgroup_root()
             cg = Cgroup(plan.cgroup_path, root=root)
+            if cg.exists() and cg.is_frozen():
+                # spec#117: a process moved into a frozen cgroup would stop right there. Checked
+                # before the cgroup is recorded: the cleanup must not touch a cgroup not ours.
+                raise StageError("cgroup", f"cgroup {plan.cgroup_path} is frozen: resume it or "
+                                 "choose another cgroupsPath")
             ctr.data.update(cgroup_path=plan.cgroup_path, cgroup_root=root,
                             cgroup_dir=os.path.join(root, plan.cgroup_path.lstrip("/")))
             ctr.save()
@@ -190,6 +197,22 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
         raise
     finally:
         ctr.unlock()
+
+
+def _check_intel_rdt() -> None:
+    """spec#149: with linux.intelRdt, resctrl must be mounted in the runtime's mount namespace.
+    pyoci does not manage Intel RDT classes (features: intelRdt.enabled false), so even where
+    it is mounted the config is refused, clearly."""
+    mounted = False
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounted = any(" - resctrl " in line for line in f)
+    except OSError:
+        pass
+    if not mounted:
+        raise StageError("intelRdt", "linux.intelRdt is set but resctrl is not mounted "
+                         "(mount -t resctrl resctrl /sys/fs/resctrl)")
+    raise StageError("intelRdt", "linux.intelRdt is not supported by pyoci")
 
 
 def _cgroup_resources(plan, config: dict) -> dict | None:
