@@ -128,6 +128,7 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
             "annotations": plan.annotations,
             "creator_pid": os.getpid(), "creator_start": proc_start_time(os.getpid()),
             "hooks": {k: plan.hooks[k] for k in ("poststart", "poststop") if plan.hooks.get(k)},
+            "start_hooks": bool(plan.hooks.get("startContainer")),
             "namespaces": [n["type"] for n in (config.get("linux") or {}).get("namespaces") or []],
             "seccomp": (config.get("linux") or {}).get("seccomp"),
             "linux_sysctl": None,
@@ -155,6 +156,9 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
             cg.create(_cgroup_resources(plan, config))
             ctr.data["cgroup_created"] = list(getattr(cg, "created_dirs", []) or [])
             ctr.save()
+            owner = _cgroup_owner(plan, config)
+            if owner is not None:
+                _delegate_cgroup(cg.dir, *owner)
             process.fault("after-cgroup")
             cg.add_pid(pid)
             return cg
@@ -197,6 +201,43 @@ def create(opts: Options, config: dict | None = None, warnings: list[str] | None
         raise
     finally:
         ctr.unlock()
+
+
+def _cgroup_owner(plan, config: dict) -> tuple[int, int] | None:
+    """spec#121: the container's root owns its cgroup when it has its own user and cgroup
+    namespaces and a writable cgroup mount (cgroup delegation); returns its host (uid, gid)."""
+    ns = plan.namespaces
+    if not (ns.creates("user") and ns.creates("cgroup")):
+        return None
+    writable = any(m.get("type") in ("cgroup", "cgroup2") and "ro" not in (m.get("options") or [])
+                   for m in config.get("mounts") or [])
+    if not writable:
+        return None
+
+    def host(maps, cid=0):
+        for c, h, n in maps:
+            if c <= cid < c + n:
+                return h + cid - c
+        return None
+    uid, gid = host(ns.uid_mappings), host(ns.gid_mappings)
+    return None if uid is None or gid is None else (uid, gid)
+
+
+def _delegate_cgroup(cg_dir: str, uid: int, gid: int) -> None:
+    """spec#122: chown the directory and the files the kernel lists as delegatable."""
+    try:
+        with open("/sys/kernel/cgroup/delegate") as f:
+            names = f.read().split()
+    except OSError:
+        names = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"]
+    for path in [cg_dir] + [os.path.join(cg_dir, n) for n in names]:
+        try:
+            os.chown(path, uid, gid, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise SyscallError("chown", e.errno, path, stage="cgroup",
+                               detail="delegating the cgroup to the container's root") from None
 
 
 def _check_intel_rdt() -> None:
@@ -283,10 +324,35 @@ def _release_gate(ctr: st.Container, timeout: float = 30.0) -> None:
                 raise StateError("cannot start a container that has stopped")
             if time.monotonic() > deadline:
                 raise StageError("start", "the container process did not reach the exec gate in time")
+        if ctr.data.get("start_hooks"):
+            _await_start_hooks(ctr, fd, p)
     finally:
         os.close(fd)
     # (unlinked only now: the init may not have opened its end yet when start begins)
     os.unlink(ctr.fifo_path)
+
+
+def _await_start_hooks(ctr: st.Container, fd: int, p, timeout: float = 300.0) -> None:
+    """The init runs the startContainer hooks after the gate and closes its end of the fifo
+    when they succeeded; a failure arrives as "E<message>" (then the init exits)."""
+    from pyoci.errors import HookError
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll(50):
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break                      # closed: the hooks passed (or the init exec'd)
+            buf += chunk
+        elif not ctr.init_alive():
+            break
+    if buf.startswith(b"E"):
+        os.unlink(ctr.fifo_path)
+        _wait_dead(ctr, timeout=5)
+        raise HookError(buf[1:].decode("utf-8", "replace"))
 
 
 def _guard_corrupt(ctr: st.Container) -> None:

@@ -368,12 +368,18 @@ def _init(plan, ch: chn.Channel, ctr_dir_fd: int) -> None:
         stage = "exec gate"
         fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=ctr_dir_fd)
         os.write(fd, b"0")
-        os.close(fd)
         os.close(ctr_dir_fd)
         if plan.hooks.get("startContainer"):
+            # `start` keeps reading the fifo until we close it: a failed hook is reported
+            # there ("E" + message), so start fails and the user program never runs (spec#27)
             stage = "hooks"
             state = dict(state, status="running")
-            hooks_mod.run_hooks("startContainer", plan.hooks["startContainer"], state)
+            try:
+                hooks_mod.run_hooks("startContainer", plan.hooks["startContainer"], state)
+            except PyociError as e:
+                os.write(fd, b"E" + str(e).encode("utf-8", "replace")[:4000])
+                raise
+        os.close(fd)
         stage = "exec"
         n = plan.preserve_fds
         for fd in range(3, 3 + n):
