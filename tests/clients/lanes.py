@@ -638,6 +638,14 @@ class Podman:
         if not names:
             return None
         r = self("rm", "-f", "-i", "-t", "0", *names, timeout=60)
+        # podman's own transient (CONTRACT.md, host notes 3): unmounting a container's SHM can
+        # fail with EBUSY until its conmon has exited; podman's rm is idempotent, so try again
+        # a few times (bounded) before calling it a failure
+        for _ in range(10):
+            if r.rc == 0 or "device or resource busy" not in r.stderr:
+                break
+            time.sleep(0.5)
+            r = self("rm", "-f", "-i", "-t", "0", *names, timeout=60)
         self.created = [n for n in self.created if n not in names]
         return r
 
