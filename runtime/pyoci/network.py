@@ -57,27 +57,8 @@ RT_SCOPE_UNIVERSE = 0
 # ---------------------------------------------------------------------------------------------
 # child side
 # ---------------------------------------------------------------------------------------------
-def loopback_up() -> None:
-    """Bring `lo` up in the current network namespace (ioctl SIOCGIFFLAGS/SIOCSIFFLAGS)."""
-    try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
-    except OSError as e:
-        raise SyscallError("socket(AF_INET)", e.errno or 0, "lo", stage=STAGE) from None
-    try:
-        ifr = struct.pack("16sH22x", b"lo", 0)
-        try:
-            res = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr)
-        except OSError as e:
-            raise SyscallError("ioctl(SIOCGIFFLAGS)", e.errno or 0, "lo", stage=STAGE) from None
-        flags = struct.unpack_from("16sH", res)[1]
-        if flags & IFF_UP:
-            return
-        try:
-            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
-        except OSError as e:
-            raise SyscallError("ioctl(SIOCSIFFLAGS)", e.errno or 0, "lo", stage=STAGE) from None
-    finally:
-        s.close()
+# `lo` up lives in a module of its own (the child must not pay this module's imports)
+from pyoci._lo import loopback_up  # noqa: E402,F401  (network.loopback_up stays the public name)
 
 
 # ---------------------------------------------------------------------------------------------
