@@ -563,6 +563,11 @@ def run(opts: Options, keep: bool = False) -> int:
     try:
         start(opts.root_dir, opts.container_id)
     except BaseException:
+        # like runc: a `run` whose start failed leaves no container behind
+        try:
+            delete(opts.root_dir, opts.container_id, force=True)
+        except PyociError as e:
+            log.warning(f"removing the container after a failed start: {e}")
         if not opts.detach:
             _reap(launch.init_pid, nohang=True)
         raise

@@ -387,3 +387,18 @@ def test_namespace_path_that_is_a_fifo_does_not_hang(runtime, bundle, tmp_path):
     p = runtime.run("create", "--bundle", bundle.path, "fifons", timeout=30)
     assert p.returncode == 1 and "linux.namespaces" in p.stderr
     assert runtime.ids() == []
+
+
+def test_run_whose_start_fails_leaves_nothing(runtime, bundle):
+    """A failing startContainer hook fails `start` (spec#27); `run` then removes the
+    container, as runc does, instead of leaving a stopped one behind."""
+    (bundle.rootfs / "fail.sh").write_text("#!/bin/sh\nexit 3\n")
+    (bundle.rootfs / "fail.sh").chmod(0o755)
+    bundle.config["hooks"] = {"startContainer": [{"path": "/fail.sh"}]}
+    bundle.set_args("sh", "-c", "echo should-not-run")
+    for mode in ((), ("--detach",)):
+        p = runtime.run("run", *mode, "--bundle", bundle.path, "rf1")
+        assert p.returncode == 1, p.stderr
+        assert "startContainer" in p.stderr
+        assert "should-not-run" not in p.stdout
+        assert runtime.ids() == []
