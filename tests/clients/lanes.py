@@ -666,6 +666,17 @@ class Podman:
             for pid in _pids_matching(is_ours):
                 problems.append(f"conmon {pid} still running after rm -a -f; killed")
                 _kill_pid(pid)
+        # podman (cgroupfs manager) puts every conmon in /libpod_parent/conmon and never removes
+        # it: take those cgroups away once empty (rmdir refuses a cgroup still in use)
+        for d in ("/sys/fs/cgroup/libpod_parent/conmon", "/sys/fs/cgroup/libpod_parent"):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)      # the last conmon may still be leaving it
         return problems
 
 
