@@ -1,6 +1,6 @@
 """A/B: pyoci as it is vs pyoci with a patch applied, alternating, same namespace and tmpfs.
 
-    benchmarks/ab.py [--patch benchmarks/speedups.patch] [-n 20]
+    benchmarks/ab.py --patch FILE [-n 20]
 
 The patch is applied to a temporary copy of runtime/ (never to the working tree); both
 variants run as `.venv/bin/python -m pyoci` (B with PYTHONPATH pointing at the copy), each
@@ -26,7 +26,7 @@ import bench  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--patch", default=os.path.join(HERE, "speedups.patch"))
+    ap.add_argument("--patch", required=True, help="a patch against the tree (git diff output)")
     ap.add_argument("-n", type=int, default=20)
     a = ap.parse_args()
     copy = tempfile.mkdtemp(prefix="pyoci-ab-tree-")

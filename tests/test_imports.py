@@ -46,7 +46,7 @@ HEAVY = frozenset({
 })
 
 # What each command may import (beyond the interpreter's own start-up), recorded from the
-# code of 2026-11-27 (after the issue-9 speed-ups: benchmarks/speedups.patch) minus HEAVY.
+# code of 2026-11-27 (after the issue-9 speed-ups, commit 5188d00) minus HEAVY.
 # Shrinking is always fine; growing needs a reason (measure it with benchmarks/importprof.py).
 _CLI = {
     "pyoci", "pyoci.__main__", "pyoci.cli", "pyoci.errors", "pyoci.log", "pyoci.container",
