@@ -11,36 +11,9 @@ import pytest
 pytestmark = pytest.mark.root
 
 
-def _read_until(fd, needle: bytes, timeout=10.0) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while needle not in buf and time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
-
-
-def _console_listener(tmp_path):
-    path = str(tmp_path / "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-    return srv, path
-
-
-def _recv_master(srv):
-    srv.settimeout(10)
-    conn, _ = srv.accept()
-    msg, fds, flags, _ = socket.recv_fds(conn, 4096, 4)
-    conn.close()
-    return msg, fds
+from helpers.console import console_listener as _console_listener  # noqa: E402
+from helpers.console import read_until as _read_until  # noqa: E402
+from helpers.console import recv_master as _recv_master  # noqa: E402
 
 
 def test_tty_through_console_socket(runtime, bundle, tmp_path):

@@ -30,20 +30,12 @@ def _no_pid_ns(bundle):
     bundle.linux["namespaces"] = [n for n in bundle.linux["namespaces"] if n["type"] != "pid"]
 
 
-def _console_listener(tmp_path):
-    path = str(tmp_path / "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-    return srv, path
+from helpers.console import console_listener as _console_listener  # noqa: E402
+from helpers.console import recv_master  # noqa: E402
 
 
 def _recv_master(srv):
-    srv.settimeout(10)
-    conn, _ = srv.accept()
-    _msg, fds, _flags, _ = socket.recv_fds(conn, 4096, 4)
-    conn.close()
-    return fds
+    return recv_master(srv)[1]
 
 
 # ───────────────────────── run: exit codes and signals ─────────────────────────
