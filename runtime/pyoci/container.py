@@ -16,7 +16,6 @@ from pyoci import state as st
 from pyoci.errors import NotFound, PyociError, StageError, StateError, SyscallError, UsageError
 from pyoci.linux import libc
 from pyoci.log import log
-from pyoci.plan import Options, build_plan
 
 
 # ───────────────────────────── helpers ─────────────────────────────
@@ -88,6 +87,7 @@ def _wait_dead(ctr: st.Container, timeout: float = 10.0) -> bool:
 def create(opts: Options, config: dict | None = None, warnings: list[str] | None = None):
     """Create the container and leave its init at the exec gate. Returns the Launch record."""
     from pyoci import process
+    from pyoci.plan import Options, build_plan   # not at module level: state/list/kill need no plan
     t0 = time.monotonic()
     st.validate_id(opts.container_id)
     bundle = os.path.abspath(opts.bundle)
